@@ -1,0 +1,238 @@
+"""Typed run configuration and a strict dict -> dataclass parser.
+
+A pipeline config (configs/*.yaml) holds one section per dataset; `resolve_run_config`
+turns (config, dataset, variant, seed) into a RunConfig, the single object a train or
+evaluate job reads. Unknown keys and wrong types fail with the full key path, the
+allowed keys and the file, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .networks import NetworkConfig
+from .variants import VARIANTS, ModelConfig
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and what to write instead."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str | None = None  # where mnist, cifar10, imagenet* live on disk
+    download: bool = False  # allow torchvision to download mnist/cifar10 into root
+    options: dict[str, Any] = field(default_factory=dict)  # loader options (n_train, dim, ...)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float | None = None  # max global grad norm; None = off
+    loss: str = "continuous"  # continuous | discrete
+    loss_steps: int = 1000  # T of the discrete-time loss
+    checkpoint_every: int = 500
+    log_every: int = 50
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
+    compile: bool = False  # torch.compile the networks
+    channels_last: bool = False
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class RunConfig:
+    """What one train job needs: data, model (with its variant), training, seed."""
+
+    dataset: str
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a JSON-able config (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------- parsing
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a plain dict, strictly: every key must be a field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys under {where}: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}"
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if dataclasses.is_dataclass(tp) or (inner and value is not None):
+            kwargs[name] = from_dict(tp if dataclasses.is_dataclass(tp) else inner[0], value, key)
+            continue
+        if not _type_ok(value, tp):
+            raise ConfigError(f"{key} = {value!r} has the wrong type; expected {_type_name(tp)}")
+        kwargs[name] = float(value) if tp is float else value
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge: override wins, nested mappings merge."""
+    out = dict(base)
+    for k, v in (override or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate_values(run: RunConfig, where: str) -> None:
+    """Range checks that a type check cannot express."""
+    t, m = run.train, run.model
+    checks = [
+        (t.steps >= 1, f"{where}.train.steps must be >= 1, got {t.steps}"),
+        (t.batch_size >= 1, f"{where}.train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.lr > 0, f"{where}.train.lr must be > 0, got {t.lr}"),
+        (0 <= t.ema_decay < 1, f"{where}.train.ema_decay must be in [0, 1), got {t.ema_decay}"),
+        (t.loss in ("continuous", "discrete"), f"{where}.train.loss must be 'continuous' or 'discrete', got {t.loss!r}"),
+        (t.loss_steps >= 1, f"{where}.train.loss_steps must be >= 1, got {t.loss_steps}"),
+        (t.checkpoint_every >= 1, f"{where}.train.checkpoint_every must be >= 1"),
+        (t.device in ("auto", "cpu", "cuda"), f"{where}.train.device must be auto, cpu or cuda, got {t.device!r}"),
+        (t.precision in ("fp32", "bf16"), f"{where}.train.precision must be fp32 or bf16, got {t.precision!r}"),
+        (t.grad_clip is None or t.grad_clip > 0, f"{where}.train.grad_clip must be > 0 or null"),
+        (m.variant in VARIANTS, f"{where}.model.variant: unknown variant {m.variant!r}; choose one of {sorted(VARIANTS)}"),
+        (m.parameterization in ("eps", "x", "v"), f"{where}.model.parameterization must be eps, x or v"),
+        (m.network.kind in ("unet", "mlp"), f"{where}.model.network.kind must be unet or mlp"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    if m.parameterization == "eps" and VARIANTS[m.variant].transform != "identity":
+        raise ConfigError(
+            f"{where}.model.parameterization: 'eps' needs F = identity but variant {m.variant!r} has "
+            f"F = {VARIANTS[m.variant].transform}; use 'v' or 'x'"
+        )
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> RunConfig:
+    """The RunConfig of one (dataset, variant, seed) job from a pipeline config.
+
+    Layering: `defaults` section, then the dataset's section, then the dataset's
+    `variant_overrides[variant]` (e.g. a bigger F network for ndm on one dataset).
+    """
+    datasets = config.get("datasets") or {}
+    if dataset not in datasets:
+        raise ConfigError(f"dataset {dataset!r} is not in the config's datasets: {sorted(datasets)}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
+    overrides = (section.pop("variant_overrides", None) or {}).get(variant, {})
+    section = _merge(section, overrides)
+    where = f"datasets.{dataset}"
+    for ignored in ("eval", "resources", "samplers", "fid"):
+        section.pop(ignored, None)  # read by the evaluate jobs and the workflow
+    unknown = sorted(set(section) - {"data", "model", "train"})
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed: data, model, train, eval, resources, variant_overrides")
+    model_dict = dict(section.get("model") or {})
+    model_dict["variant"] = variant
+    run = RunConfig(
+        dataset=dataset,
+        data=from_dict(DataConfig, section.get("data") or {"name": dataset}, f"{where}.data"),
+        model=from_dict(ModelConfig, model_dict, f"{where}.model"),
+        train=from_dict(TrainConfig, section.get("train"), f"{where}.train"),
+        seed=int(seed),
+    )
+    validate_values(run, where)
+    return run
+
+
+def run_config_from_dict(d: dict) -> RunConfig:
+    """Inverse of RunConfig.to_dict (for checkpoints and result files)."""
+    return RunConfig(
+        dataset=d["dataset"],
+        data=from_dict(DataConfig, d["data"], "data"),
+        model=from_dict(ModelConfig, d["model"], "model"),
+        train=from_dict(TrainConfig, d["train"], "train"),
+        seed=int(d["seed"]),
+    )
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "TrainConfig",
+    "RunConfig",
+    "ModelConfig",
+    "NetworkConfig",
+    "config_hash",
+    "from_dict",
+    "load_yaml",
+    "resolve_run_config",
+    "run_config_from_dict",
+]

@@ -1,0 +1,215 @@
+"""Networks for x_hat_theta(z_t, t) and F_phi(x, t): a DDPM/VDM-style U-Net and an MLP.
+
+Both take (input, t) with t of shape (B,) in [0, 1] and return a tensor shaped like
+the input. The last layer is zero-initialised, so a fresh network outputs 0: the
+NDM transformation F(x, t) = x + t NN(x, t) then starts as the identity (NDM
+starts as its F = identity special case) and x_hat starts as the linear skip.
+Every op here supports forward-mode autodiff (torch.func.jvp), which the
+continuous-time NDM loss needs for dF/dt; that is why attention is written out
+instead of calling scaled_dot_product_attention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as tnf
+from torch import Tensor, nn
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of one network (x_hat or F)."""
+
+    kind: str = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
+    channels: int = 64  # U-Net base width
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])
+    dropout: float = 0.0
+    # VDM's Fourier features of the input: sin/cos(2^n pi z) for n in [min, max]; [] = off.
+    fourier_features: list[int] = field(default_factory=list)
+    hidden: int = 256  # MLP width
+    depth: int = 3  # MLP residual blocks
+
+
+def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
+    """Sinusoidal embedding of t * scale (DDPM's, with t in [0, 1] mapped to [0, 1000])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    args = (t * scale).unsqueeze(-1) * freqs
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = tnf.pad(emb, (0, 1))
+    return emb
+
+
+def fourier_features(z: Tensor, n_min: int, n_max: int, dim: int = 1) -> Tensor:
+    """VDM's input features sin(2^n pi z), cos(2^n pi z) for n = n_min..n_max, along `dim`."""
+    feats = []
+    for n in range(n_min, n_max + 1):
+        w = (2.0**n) * math.pi
+        feats += [torch.sin(w * z), torch.cos(w * z)]
+    return torch.cat(feats, dim=dim)
+
+
+def _groups(channels: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = nn.GroupNorm(_groups(c_out), c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        r = self.conv1(tnf.silu(self.norm1(h)))
+        r = r + self.emb(tnf.silu(emb))[:, :, None, None]
+        r = self.conv2(self.dropout(tnf.silu(self.norm2(r))))
+        return self.skip(h) + r
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over spatial positions (written out for forward-mode AD)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        b, c, hh, ww = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(b, 3, c, hh * ww).unbind(1)
+        attn = torch.softmax(torch.einsum("bci,bcj->bij", q, k) / math.sqrt(c), dim=-1)
+        out = torch.einsum("bij,bcj->bci", attn, v).reshape(b, c, hh, ww)
+        return h + self.proj(out)
+
+
+class UNet(nn.Module):
+    """DDPM-style U-Net: residual blocks, attention at low resolution, time embedding."""
+
+    def __init__(self, in_channels: int, resolution: int, cfg: NetworkConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.channels
+        emb_dim = 4 * ch
+        self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.n_fourier = 0
+        if cfg.fourier_features:
+            n_min, n_max = cfg.fourier_features
+            self.n_fourier = 2 * (n_max - n_min + 1) * in_channels
+        self.conv_in = nn.Conv2d(in_channels + self.n_fourier, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        chans = [ch]
+        c_cur, res = ch, resolution
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                blocks = nn.ModuleList([ResBlock(c_cur, ch * mult, emb_dim, cfg.dropout)])
+                c_cur = ch * mult
+                if res in cfg.attn_resolutions:
+                    blocks.append(AttnBlock(c_cur))
+                self.down.append(blocks)
+                chans.append(c_cur)
+            if level != len(cfg.channel_mult) - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(c_cur, c_cur, 3, stride=2, padding=1)]))
+                chans.append(c_cur)
+                res //= 2
+        self.mid = nn.ModuleList(
+            [ResBlock(c_cur, c_cur, emb_dim, cfg.dropout), AttnBlock(c_cur), ResBlock(c_cur, c_cur, emb_dim, cfg.dropout)]
+        )
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_res_blocks + 1):
+                blocks = nn.ModuleList([ResBlock(c_cur + chans.pop(), ch * mult, emb_dim, cfg.dropout)])
+                c_cur = ch * mult
+                if res in cfg.attn_resolutions:
+                    blocks.append(AttnBlock(c_cur))
+                self.up.append(blocks)
+            if level != 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_cur, c_cur, 3, padding=1)]))
+                res *= 2
+        self.norm_out = nn.GroupNorm(_groups(c_cur), c_cur)
+        self.conv_out = _zero(nn.Conv2d(c_cur, in_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        emb = self.emb(timestep_embedding(t, self.cfg.channels))
+        h = x
+        if self.n_fourier:
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=1)], dim=1)
+        h = self.conv_in(h)
+        skips = [h]
+        for blocks in self.down:
+            for block in blocks:
+                h = block(h, emb) if isinstance(block, ResBlock) else block(h)
+            skips.append(h)
+        for block in self.mid:
+            h = block(h, emb) if isinstance(block, ResBlock) else block(h)
+        for blocks in self.up:
+            if isinstance(blocks[0], ResBlock):
+                h = torch.cat([h, skips.pop()], dim=1)
+            for block in blocks:
+                h = block(h, emb) if isinstance(block, ResBlock) else block(h)
+        return self.conv_out(tnf.silu(self.norm_out(h)))
+
+
+class MLP(nn.Module):
+    """Residual MLP for vector data (toy2d, gaussian)."""
+
+    def __init__(self, dim: int, cfg: NetworkConfig):
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.hidden
+        n_in = dim
+        if cfg.fourier_features:
+            n_min, n_max = cfg.fourier_features
+            n_in += 2 * (n_max - n_min + 1) * dim
+        self.inp = nn.Linear(n_in, hidden)
+        self.emb = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.blocks = nn.ModuleList()
+        for _ in range(cfg.depth):
+            self.blocks.append(nn.ModuleDict({"norm": nn.LayerNorm(hidden), "l1": nn.Linear(hidden, hidden), "l2": nn.Linear(hidden, hidden), "e": nn.Linear(hidden, hidden)}))
+        self.out = _zero(nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        h = x
+        if self.cfg.fourier_features:
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=-1)], dim=-1)
+        h = self.inp(h)
+        emb = self.emb(timestep_embedding(t, self.cfg.hidden))
+        for b in self.blocks:
+            r = tnf.silu(b["l1"](tnf.silu(b["norm"](h))) + b["e"](emb))
+            h = h + b["l2"](r)
+        return self.out(tnf.silu(h))
+
+
+def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...]) -> nn.Module:
+    """The network for data of shape event_shape: (C, H, W) -> U-Net, (D,) -> MLP."""
+    if cfg.kind == "unet":
+        if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
+            raise ValueError(f"the U-Net needs square images (C, H, H), got event shape {event_shape}")
+        return UNet(event_shape[0], event_shape[1], cfg)
+    if cfg.kind == "mlp":
+        dim = int(torch.tensor(event_shape).prod())
+        if len(event_shape) != 1:
+            raise ValueError(f"the MLP needs vectors (D,), got event shape {event_shape}; use kind: unet")
+        return MLP(dim, cfg)
+    raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet' or 'mlp'")

@@ -1,0 +1,157 @@
+"""Transformations F_phi(x, t) of the NDM forward marginal q(z_t|x) = N(alpha_t F(x,t), sigma_t^2 I).
+
+- identity:  F(x, t) = x                     (DDPM, VDM, flow matching)
+- neural:    F(x, t) = x + t NN_phi(x, t)     (NDM; F(x, 0) = x, so z_0 / alpha_0 decodes x)
+- latent:    F(x, t) = E_phi(x) = x + NN_phi(x) (time independent; latent-diffusion style)
+- blur:      F(x, t) = C_t x                  (fixed linear heat dissipation in the DCT basis,
+                                              blurring-diffusion style; F(x, 0) = x)
+
+Every transformation gives F and dF/dt at fixed x; the default dF/dt is one forward-mode
+JVP in t (torch.func.jvp), exact and a single pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _bc(v: Tensor, like: Tensor) -> Tensor:
+    """Broadcast a per-example (B,) tensor against a (B, ...) tensor."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class Transform(nn.Module):
+    is_identity: bool = False
+    # F(x, 0) = x: the decoder can read x off z_0 / alpha_0 without a network.
+    identity_at_zero: bool = True
+    time_dependent: bool = True
+    learned: bool = False
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """F(x, t) and dF/dt(x, t) at fixed x, by forward-mode autodiff in t."""
+        if not self.time_dependent:
+            f = self(x, t)
+            return f, torch.zeros_like(f)
+        return torch.func.jvp(lambda tt: self(x, tt), (t,), (torch.ones_like(t),))
+
+
+class IdentityTransform(Transform):
+    is_identity = True
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return x
+
+    def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return x, torch.zeros_like(x)
+
+
+class NeuralTransform(Transform):
+    """NDM's learned transformation F(x, t) = x + t NN_phi(x, t).
+
+    The factor t pins F(x, 0) = x (the reconstruction term then needs no decoder
+    network), and the zero-initialised last layer of NN makes a fresh NDM equal
+    to its F = identity special case.
+    """
+
+    learned = True
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return x + _bc(t, x) * self.net(x, t)
+
+
+class LatentTransform(Transform):
+    """A time-independent learned F(x, t) = E_phi(x) = x + NN_phi(x) (latent-diffusion style).
+
+    F(x, 0) != x in general, so the reconstruction term decodes with x_hat(z_0, 0).
+    """
+
+    learned = True
+    identity_at_zero = False
+    time_dependent = False
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return x + self.net(x, torch.zeros_like(t))
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Orthonormal DCT-II matrix M (n x n): X = M x, x = M^T X."""
+    k = torch.arange(n, dtype=dtype).unsqueeze(1)
+    i = torch.arange(n, dtype=dtype).unsqueeze(0)
+    m = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
+    m[0] = m[0] / math.sqrt(2.0)
+    return m
+
+
+class BlurTransform(Transform):
+    """Fixed linear F(x, t) = C_t x: heat dissipation (Gaussian blur) in the DCT basis.
+
+    C_t = M^T diag(d_t) M with d_t = (1 - d_min) exp(-lambda tau_t) + d_min,
+    lambda = pi^2 (k_h^2 / H^2 + k_w^2 / W^2) (per axis for vectors), tau_t = sigma_b(t)^2 / 2
+    and blur width sigma_b(t) = sigma_max sin^2(pi t / 2) (Hoogeboom & Salimans'
+    blurring diffusion). C_0 = I. Images are blurred per channel over (H, W);
+    vectors (D,) are treated as a 1-D signal, which gives the Gaussian calibration
+    case a non-trivial linear F with an exact posterior.
+    """
+
+    def __init__(self, event_shape: tuple[int, ...], sigma_max: float, d_min: float = 1e-3):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.sigma_max, self.d_min = float(sigma_max), float(d_min)
+        if len(event_shape) == 3:
+            h, w = event_shape[1], event_shape[2]
+            self.register_buffer("m_h", dct_matrix(h))
+            self.register_buffer("m_w", dct_matrix(w))
+            kh = torch.arange(h, dtype=torch.float64).unsqueeze(1)
+            kw = torch.arange(w, dtype=torch.float64).unsqueeze(0)
+            lam = math.pi**2 * (kh**2 / h**2 + kw**2 / w**2)
+        elif len(event_shape) == 1:
+            d = event_shape[0]
+            self.register_buffer("m_h", dct_matrix(d))
+            lam = math.pi**2 * torch.arange(d, dtype=torch.float64) ** 2 / d**2
+        else:
+            raise ValueError(f"blur needs images (C, H, W) or vectors (D,), got {event_shape}")
+        # Kept in float64; cast to the input dtype at use.
+        self.register_buffer("lam", lam)
+
+    def frequency_gains(self, t: Tensor) -> Tensor:
+        """d_t per frequency: (B, H, W) for images, (B, D) for vectors."""
+        sigma_b = self.sigma_max * torch.sin(0.5 * math.pi * t) ** 2
+        tau = 0.5 * sigma_b**2
+        lam = self.lam.to(t.dtype)
+        tau = tau.view(-1, *([1] * lam.dim()))
+        return (1.0 - self.d_min) * torch.exp(-lam * tau) + self.d_min
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        d = self.frequency_gains(t)
+        m_h = self.m_h.to(x.dtype)
+        if x.dim() == 4:
+            m_w = self.m_w.to(x.dtype)
+            freq = m_h @ x @ m_w.T  # per channel: M_h x M_w^T
+            return m_h.T @ (freq * d.unsqueeze(1)) @ m_w
+        freq = x @ m_h.T
+        return (freq * d) @ m_h
+
+    def matrix(self, t: Tensor) -> Tensor:
+        """C_t as (B, D, D) matrices (vector data only), for the exact Gaussian posterior."""
+        if len(self.event_shape) != 1:
+            raise ValueError("BlurTransform.matrix is defined for vector data only")
+        d = self.frequency_gains(t).to(torch.float64)
+        m = self.m_h.to(torch.float64)
+        return m.T @ (d.unsqueeze(-1) * m)
+
+
+TRANSFORMS = ("identity", "neural", "latent", "blur")
