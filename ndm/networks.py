@@ -29,7 +29,9 @@ class NetworkConfig:
     num_res_blocks: int = 2
     attn_resolutions: list[int] = field(default_factory=lambda: [16])
     dropout: float = 0.0
-    # VDM's Fourier features of the input: sin/cos(2^n pi z) for n in [min, max]; [] = off.
+    # VDM's Fourier features of the input: sin/cos(w_n z) for n in [min, max]; [] = off.
+    # w_n = 2^n pi K / 256 for data with K levels (n = 8 is the bin frequency for any K, and
+    # K = 256 gives VDM's 2^n pi exactly), w_n = 2^n pi for continuous data.
     fourier_features: list[int] = field(default_factory=list)
     hidden: int = 256  # MLP width
     depth: int = 3  # MLP residual blocks
@@ -46,11 +48,17 @@ def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
     return emb
 
 
-def fourier_features(z: Tensor, n_min: int, n_max: int, dim: int = 1) -> Tensor:
-    """VDM's input features sin(2^n pi z), cos(2^n pi z) for n = n_min..n_max, along `dim`."""
+def fourier_features(z: Tensor, n_min: int, n_max: int, dim: int = 1, levels: int | None = None) -> Tensor:
+    """VDM's input features sin(w_n z), cos(w_n z) for n = n_min..n_max, along `dim`.
+
+    w_n = 2^n pi K / 256: at n = 8 the period is the bin width 2/K, so the features tell the
+    network where z sits inside its bin, which is what makes the low-noise end of the
+    likelihood cheap (VDM's observation, generalised from K = 256 to any K).
+    """
+    base = math.pi * (levels / 256.0 if levels else 1.0)
     feats = []
     for n in range(n_min, n_max + 1):
-        w = (2.0**n) * math.pi
+        w = (2.0**n) * base
         feats += [torch.sin(w * z), torch.cos(w * z)]
     return torch.cat(feats, dim=dim)
 
@@ -106,9 +114,10 @@ class AttnBlock(nn.Module):
 class UNet(nn.Module):
     """DDPM-style U-Net: residual blocks, attention at low resolution, time embedding."""
 
-    def __init__(self, in_channels: int, resolution: int, cfg: NetworkConfig):
+    def __init__(self, in_channels: int, resolution: int, cfg: NetworkConfig, levels: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.levels = levels
         ch = cfg.channels
         emb_dim = 4 * ch
         self.emb = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
@@ -154,7 +163,7 @@ class UNet(nn.Module):
         emb = self.emb(timestep_embedding(t, self.cfg.channels))
         h = x
         if self.n_fourier:
-            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=1)], dim=1)
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=1, levels=self.levels)], dim=1)
         h = self.conv_in(h)
         skips = [h]
         for blocks in self.down:
@@ -201,12 +210,12 @@ class MLP(nn.Module):
         return self.out(tnf.silu(h))
 
 
-def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...]) -> nn.Module:
+def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int | None = None) -> nn.Module:
     """The network for data of shape event_shape: (C, H, W) -> U-Net, (D,) -> MLP."""
     if cfg.kind == "unet":
         if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
             raise ValueError(f"the U-Net needs square images (C, H, H), got event shape {event_shape}")
-        return UNet(event_shape[0], event_shape[1], cfg)
+        return UNet(event_shape[0], event_shape[1], cfg, levels)
     if cfg.kind == "mlp":
         dim = int(torch.tensor(event_shape).prod())
         if len(event_shape) != 1:

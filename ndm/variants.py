@@ -63,11 +63,11 @@ def get_variant(name: str) -> Variant:
         raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None
 
 
-def build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...]) -> Transform:
+def build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...], levels: int | None = None) -> Transform:
     if kind == "identity":
         return IdentityTransform()
     if kind in ("neural", "latent"):
-        net = build_network(cfg.transform_network or cfg.network, event_shape)
+        net = build_network(cfg.transform_network or cfg.network, event_shape, levels)
         return NeuralTransform(net) if kind == "neural" else LatentTransform(net)
     if kind == "blur":
         side = event_shape[-1] if len(event_shape) == 3 else event_shape[0]
@@ -92,9 +92,9 @@ def build_model(
         objective=variant.schedule_objective,
         flow_eps=cfg.flow_eps,
     )
-    transform = build_transform(variant.transform, cfg, event_shape)
+    transform = build_transform(variant.transform, cfg, event_shape, levels)
     if net is None:
-        net = build_network(cfg.network, event_shape)
+        net = build_network(cfg.network, event_shape, levels)
     return DiffusionModel(
         schedule,
         transform,
