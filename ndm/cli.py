@@ -39,6 +39,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output directory of this job")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (the rule's threads)")
     _tracking_args(p)
 
 
@@ -47,6 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_yaml, resolve_run_config
     from .train import train
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     config = load_yaml(args.config)
     run = resolve_run_config(config, args.dataset, args.variant, args.seed)
     with _recorder(args, config, run, "train") as recorder:
@@ -98,19 +103,29 @@ class _NullRecorder:
         return False
 
 
-def _recorder(args, config: dict, run, kind: str):
-    """An MLflow run recorder for this job, or a no-op when tracking is off."""
+def _recorder(args, config: dict, run, kind: str, journal_path: Path | None = None):
+    """An MLflow run recorder for this job (journal: OUT/mlflow_journal.jsonl), or a no-op."""
     if getattr(args, "no_tracking", False):
         return _NullRecorder()
-    from .tracking_jobs import job_recorder
+    from .tracking_jobs import JOURNAL_NAME, job_recorder
 
-    return job_recorder(args, config, run, kind)
+    return job_recorder(
+        kind=kind,
+        config=config,
+        run=run,
+        journal_path=journal_path or Path(args.out) / JOURNAL_NAME,
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+    )
 
 
 # ------------------------------------------------------------------ main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import ndm.cli_evaluate  # noqa: F401  (registers prepare-data, evaluate-*, sample-grid, ...)
+    import ndm.cli_tracking  # noqa: F401  (registers tracking-init, tracking-sync)
+
     parser = argparse.ArgumentParser(prog="ndm", description="Neural Diffusion Models benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_arguments, run, help_text) in COMMANDS.items():

@@ -45,6 +45,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     grad_clip: float | None = None  # max global grad norm; None = off
     loss: str = "continuous"  # continuous | discrete
+    # Continuous-time loss: "uniform" = antithetic t ~ U(0,1) (VDM); "gamma" = antithetic and
+    # uniform in gamma with weight (gamma_1 - gamma_0) / gamma'(t) (same expectation, less variance).
+    time_sampling: str = "uniform"
     loss_steps: int = 1000  # T of the discrete-time loss
     checkpoint_every: int = 500
     log_every: int = 50
@@ -53,6 +56,90 @@ class TrainConfig:
     compile: bool = False  # torch.compile the networks
     channels_last: bool = False
     num_threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class OdeConfig:
+    """NLL through the probability-flow ODE."""
+
+    n_examples: int = 64  # test examples (the ODE is the expensive estimator); 0 = skip
+    method: str = "heun"  # heun (fixed steps) | dopri5 (adaptive)
+    steps: int = 100  # heun steps
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    divergence: str = "auto"  # exact | hutchinson | auto (exact when D <= 64)
+    probes: int = 1  # Hutchinson probes per example
+
+
+@dataclass
+class FidConfig:
+    """Which feature spaces the Frechet distances use; see docs/fid.md."""
+
+    # classifier: a small classifier trained in the DAG (FD, labelled as such);
+    # inception / clean: Inception FID via torch-fidelity / clean-fid (needs local weights);
+    # data: the exact Frechet distance in data space (vectors only).
+    features: list[str] = field(default_factory=lambda: ["classifier"])
+    inception_weights: str | None = None
+    classifier_steps: int = 400
+    n_reference: int | None = None  # reference examples (train split); None = all
+
+
+@dataclass
+class PaperSetting:
+    """The sampler and step count of a dataset's headline FID (the papers' sampling setting)."""
+
+    sampler: str = "ancestral"
+    steps: int = 1000
+
+
+@dataclass
+class EvalConfig:
+    n_examples: int = 512  # test examples for the NELBO estimates
+    nelbo_time_samples: int = 16  # continuous NELBO: stratified times per example
+    nelbo_steps: list[int] = field(default_factory=lambda: [10, 100, 1000])  # discrete T
+    nelbo_step_samples: int = 16  # discrete NELBO: sampled steps per example
+    ode: OdeConfig = field(default_factory=OdeConfig)
+    samplers: list[str] = field(default_factory=lambda: ["ancestral", "ddim", "ode-heun"])
+    sample_steps: list[int] = field(default_factory=lambda: [5, 10, 25, 100])
+    n_samples: int = 256
+    batch_size: int = 256
+    fid: FidConfig = field(default_factory=FidConfig)
+    paper_setting: PaperSetting = field(default_factory=PaperSetting)
+
+
+SAMPLER_NAMES = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
+FEATURE_NAMES = ("classifier", "inception", "clean", "data")
+
+
+def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
+    """The evaluation settings of one dataset (defaults.eval, then datasets.<name>.eval)."""
+    datasets = config.get("datasets") or {}
+    if dataset not in datasets:
+        raise ConfigError(f"dataset {dataset!r} is not in the config's datasets: {sorted(datasets)}")
+    section = _merge((config.get("defaults") or {}).get("eval") or {}, (datasets[dataset] or {}).get("eval") or {})
+    where = f"datasets.{dataset}.eval"
+    ev = from_dict(EvalConfig, section, where)
+    checks = [
+        (ev.n_examples >= 2, f"{where}.n_examples must be >= 2 (a standard error needs two), got {ev.n_examples}"),
+        (ev.nelbo_time_samples >= 1, f"{where}.nelbo_time_samples must be >= 1"),
+        (all(s >= 1 for s in ev.nelbo_steps), f"{where}.nelbo_steps must all be >= 1, got {ev.nelbo_steps}"),
+        (all(s >= 1 for s in ev.sample_steps), f"{where}.sample_steps must all be >= 1, got {ev.sample_steps}"),
+        (ev.n_samples >= 2, f"{where}.n_samples must be >= 2, got {ev.n_samples}"),
+        (ev.ode.method in ("heun", "dopri5"), f"{where}.ode.method must be heun or dopri5, got {ev.ode.method!r}"),
+        (ev.ode.steps >= 1, f"{where}.ode.steps must be >= 1, got {ev.ode.steps}"),
+        (ev.ode.divergence in ("auto", "exact", "hutchinson"), f"{where}.ode.divergence must be auto, exact or hutchinson"),
+        (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    for name in ev.samplers + [ev.paper_setting.sampler]:
+        if name not in SAMPLER_NAMES:
+            raise ConfigError(f"{where}.samplers: unknown sampler {name!r}; choose from {list(SAMPLER_NAMES)}")
+    for name in ev.fid.features:
+        if name not in FEATURE_NAMES:
+            raise ConfigError(f"{where}.fid.features: unknown feature space {name!r}; choose from {list(FEATURE_NAMES)}")
+    return ev
 
 
 @dataclass
@@ -150,6 +237,7 @@ def validate_values(run: RunConfig, where: str) -> None:
         (0 <= t.ema_decay < 1, f"{where}.train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (t.loss in ("continuous", "discrete"), f"{where}.train.loss must be 'continuous' or 'discrete', got {t.loss!r}"),
         (t.loss_steps >= 1, f"{where}.train.loss_steps must be >= 1, got {t.loss_steps}"),
+        (t.time_sampling in ("uniform", "gamma"), f"{where}.train.time_sampling must be 'uniform' or 'gamma', got {t.time_sampling!r}"),
         (t.checkpoint_every >= 1, f"{where}.train.checkpoint_every must be >= 1"),
         (t.device in ("auto", "cpu", "cuda"), f"{where}.train.device must be auto, cpu or cuda, got {t.device!r}"),
         (t.precision in ("fp32", "bf16"), f"{where}.train.precision must be fp32 or bf16, got {t.precision!r}"),
@@ -234,5 +322,9 @@ __all__ = [
     "from_dict",
     "load_yaml",
     "resolve_run_config",
+    "resolve_eval_config",
+    "EvalConfig",
+    "OdeConfig",
+    "FidConfig",
     "run_config_from_dict",
 ]

@@ -257,21 +257,38 @@ class DiffusionModel(nn.Module):
         n_steps: int | None = None,
         t: Tensor | None = None,
         variance_box: dict | None = None,
+        time_sampling: str = "uniform",
     ) -> NelboTerms:
-        """One-sample NELBO terms per example; n_steps None = continuous time."""
+        """One-sample NELBO terms per example; n_steps None = continuous time.
+
+        time_sampling "gamma" draws antithetic u, sets t = gamma^{-1}(gamma_0 + u (gamma_1 - gamma_0))
+        and weights L_diff by (gamma_1 - gamma_0) / gamma'(t): an unbiased importance sampler.
+        """
         b = x.shape[0]
         eps0, eps_t = torch.randn_like(x), torch.randn_like(x)
         recon = self.reconstruction_loss(x, eps0)
         prior = self.prior_loss(x)
         if n_steps is None:
+            weight = None
             if t is None:
                 t = antithetic_times(b, device=x.device, dtype=x.dtype)
+                if time_sampling == "gamma":
+                    from .schedules import invert_gamma
+
+                    with torch.no_grad():
+                        ends = self.values(torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype)).gamma
+                        t = invert_gamma(self.schedule, ends[0] + t * (ends[1] - ends[0]))
+                        weight = (ends[1] - ends[0]) / self.values(t).dgamma
             diff, _ = self.diffusion_loss(x, t, eps_t, variance_box)
+            if weight is not None:
+                diff = diff * weight
         else:
             diff = self.diffusion_loss_discrete(x, n_steps, eps_t)
         return NelboTerms(recon, diff, prior)
 
-    def training_loss(self, x: Tensor, n_steps: int | None = None) -> tuple[Tensor, NelboTerms]:
+    def training_loss(
+        self, x: Tensor, n_steps: int | None = None, time_sampling: str = "uniform"
+    ) -> tuple[Tensor, NelboTerms]:
         """Mean NELBO in bits/dim for a batch, with VDM's variance objective for learned schedules.
 
         For a learned schedule with objective "variance" the schedule's interior gets the
@@ -279,7 +296,7 @@ class DiffusionModel(nn.Module):
         still get the NELBO's gradient); see LearnedSchedule.
         """
         box: dict = {}
-        terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None)
+        terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None, time_sampling=time_sampling)
         scale = 1.0 / (self.dims * math.log(2.0))
         box["weight"] = 2.0 * terms.diffusion.detach() * scale
         return terms.total.mean() * scale, terms

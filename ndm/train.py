@@ -27,7 +27,7 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save, load_checkpoint
+from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save, load_checkpoint, remove_stale_temporaries
 from .config import RunConfig, run_config_from_dict
 from .diffusion import DiffusionModel
 from .variants import build_model
@@ -37,6 +37,7 @@ MODEL = "model.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "train_summary.json"
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: checkpointed on a signal, rerun to resume
+NAN_AT_STEP_ENV = "NDM_FAULT_NAN_AT_STEP"  # fault injection (tests): NaN loss in that 0-based step
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,9 +73,13 @@ def pick_device(name: str) -> torch.device:
 
 def load_training_data(run: RunConfig) -> tuple[Tensor, tuple[int, ...], int | None, dict]:
     """The training split as a model-space float tensor, its event shape, levels, and info."""
+    from .config import ConfigError
     from .data import load_dataset, to_model_space
 
-    ds = load_dataset(run.data.name, root=run.data.root, download=run.data.download, seed=run.seed, **run.data.options)
+    try:
+        ds = load_dataset(run.data.name, root=run.data.root, download=run.data.download, seed=run.seed, **run.data.options)
+    except ValueError as exc:  # unknown dataset name or option, option out of range: a config error
+        raise ConfigError(f"datasets.{run.dataset}.data: {exc}") from None
     x = to_model_space(ds.train, ds.levels) if ds.levels is not None else ds.train.float()
     return x, ds.event_shape, ds.levels, dict(ds.info)
 
@@ -148,12 +153,26 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu", ema
     return model.to(device).eval(), run
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop curve lines past the checkpoint we resume from (they will be redone)."""
+def _truncate_metrics(path: Path, last_step: int) -> list[dict]:
+    """Drop curve lines past the checkpoint we resume from (they will be redone); return the rest.
+
+    A process killed mid-write can leave a torn last line: it is dropped, not fatal. The file is
+    replaced atomically, so a kill during the rewrite cannot lose the kept curve.
+    """
     if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
+        return []
+    keep: list[dict] = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= last_step:
+            keep.append(record)
+    from .tracking_jobs import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+    return keep
 
 
 def train(
@@ -173,6 +192,9 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    if nan_at_step is None and os.environ.get(NAN_AT_STEP_ENV):
+        nan_at_step = int(os.environ[NAN_AT_STEP_ENV])
     tc = run.train
     device = pick_device(tc.device)
     if tc.num_threads:
@@ -193,6 +215,10 @@ def train(
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
 
     step = 0
+    # Sums of the metrics since the last log line: saved with a checkpoint that falls between
+    # log steps (a preemption), so the resumed run's next line averages the same steps.
+    resumed_interval: dict[str, Tensor] = {}
+    resumed_count = 0
     if ckpt_path.exists():
         ckpt = load_checkpoint(
             ckpt_path, expected_kind="train", expected_variant=run.model.variant, expected_config_hash=run.hash()
@@ -202,7 +228,11 @@ def train(
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"], data_gen, device)
         step = int(ckpt["step"])
-        _truncate_metrics(metrics_path, step)
+        resumed_interval = {k: v.to(device) for k, v in ckpt.get("log_interval", {}).items()}
+        resumed_count = int(ckpt.get("log_interval_count", 0))
+        for record in _truncate_metrics(metrics_path, step):
+            if recorder is not None:  # the resumed job's MLflow run gets the whole curve
+                recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
     elif metrics_path.exists():
         metrics_path.unlink()  # a fresh start: no stale curve from an earlier, abandoned run
     resumed_from = step
@@ -217,6 +247,8 @@ def train(
                 "ema": ema.state_dict(),
                 "optimizer": opt.state_dict(),
                 "rng": _rng_state(data_gen, device),
+                "log_interval": {k: v.detach().cpu() for k, v in interval.items()},
+                "log_interval_count": interval_count,
             },
             ckpt_path,
         )
@@ -229,8 +261,8 @@ def train(
     n_steps = None if tc.loss == "continuous" else tc.loss_steps
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
-    interval: dict[str, Tensor] = {}
-    interval_count = 0
+    interval: dict[str, Tensor] = resumed_interval
+    interval_count = resumed_count
     # Non-finite losses are detected on the device and checked at log/checkpoint
     # boundaries (no host sync per step); a checkpoint is never written after one.
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -248,8 +280,10 @@ def train(
         if bad >= 0:
             kept = f"the last good checkpoint {ckpt_path} (step {_ckpt_step(ckpt_path)}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
             raise TrainingDiverged(
-                f"non-finite loss at step {bad} ({run.dataset}/{run.model.variant}, seed {run.seed}); {kept}. "
-                "Lower train.lr, set train.grad_clip, or check the data; rerunning resumes from the checkpoint."
+                f"non-finite loss at step {bad + 1} ({run.dataset}/{run.model.variant}, seed {run.seed}, "
+                f"output {out}); {kept}. Fix: lower train.lr or set train.grad_clip, or check the data; a changed "
+                f"config cannot resume, so also delete {ckpt_path} to retrain from step 0. Rerunning unchanged resumes "
+                "from the checkpoint and, training being deterministic, diverges again unless the NaN was a hardware fault."
             )
 
     with preemption_signals() as sig:
@@ -260,7 +294,7 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, run)
             with autocast:
-                loss, terms = model.training_loss(x, n_steps)
+                loss, terms = model.training_loss(x, n_steps, tc.time_sampling)
             if nan_at_step is not None and step == nan_at_step:
                 loss = loss * torch.nan
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.tensor(step, device=device), first_bad)
@@ -337,10 +371,9 @@ def train(
         "config_hash": run.hash(),
         "device": str(device),
     }
-    summary_path = out / SUMMARY
-    tmp = summary_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, summary_path)
+    from .tracking_jobs import write_result_json
+
+    write_result_json(out / SUMMARY, summary, run)  # adds provenance (GPU model name included)
     if recorder is not None:
         recorder.log_artifact(metrics_path)
     return result

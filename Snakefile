@@ -1,0 +1,39 @@
+# ndm-bench: train every variant on every dataset, evaluate NELBO, ODE NLL and FID at
+# several step counts, track runs in MLflow, and compile the papers' tables into reports/.
+#
+#   snakemake --cores all all                      embedded default (configs/default.yaml)
+#   snakemake --cores all all --configfile configs/smoke.yaml
+#   snakemake --profile profiles/slurm all         paper scale on SLURM (configs/paper.yaml)
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The embedded default unless --configfile names another config (a named one replaces it
+# instead of being merged into it, so its datasets and variants are exactly its own).
+if not config:
+
+    configfile: "configs/default.yaml"
+
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+onstart:
+    # One process creates the MLflow store before parallel jobs touch it (DESIGN.md 8).
+    shell(f"ndm tracking-init --config {CONFIG_PATH}")
+
+
+rule all:
+    input:
+        REPORT_OUTPUTS,
+    default_target: True

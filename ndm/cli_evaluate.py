@@ -1,0 +1,237 @@
+"""`ndm` commands of the data and evaluation stages (each one a Snakemake rule)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli import _tracking_args, command
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="pipeline config YAML")
+
+
+def _threads(args: argparse.Namespace) -> None:
+    """Use exactly the cores the scheduler gave this job (oversubscription is 10x slower)."""
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (the rule's threads)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+# ------------------------------------------------------------ prepare-data
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="JSON summary of the loaded dataset")
+
+
+@command("prepare-data", "load a dataset once (fails early with a clear error) and record its summary")(_prepare_args)
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from .config import load_yaml, resolve_run_config
+    from .data import load_dataset
+    from .evaluate import write_json
+
+    config = load_yaml(args.config)
+    run = resolve_run_config(config, args.dataset, "ddpm", 0)
+    ds = load_dataset(run.data.name, root=run.data.root, download=run.data.download, seed=0, **run.data.options)
+    digest = hashlib.sha256(ds.train.contiguous().numpy().tobytes() + ds.test.contiguous().numpy().tobytes()).hexdigest()[:16]
+    summary = {
+        "dataset": args.dataset,
+        "name": run.data.name,
+        "n_train": int(ds.train.shape[0]),
+        "n_test": int(ds.test.shape[0]),
+        "event_shape": list(ds.event_shape),
+        "levels": ds.levels,
+        "dtype": str(ds.train.dtype),
+        "sha256_16": digest,
+        "info": json.loads(json.dumps(dict(ds.info), default=str)),
+    }
+    write_json(args.out, summary)
+    print(json.dumps({k: summary[k] for k in ("dataset", "n_train", "n_test", "event_shape", "levels")}))
+    return 0
+
+
+# --------------------------------------------------------- classifier/stats
+
+
+def _classifier_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="classifier.pt (a .json summary is written beside it)")
+
+
+@command("train-classifier", "train the dataset's feature classifier for fd_classifier")(_classifier_args)
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .evaluate import feature_classifier
+
+    _threads(args)
+    info = feature_classifier(load_yaml(args.config), args.dataset, args.out, args.seed)
+    print(json.dumps(info))
+    return 0
+
+
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--feature", required=True, choices=["classifier", "inception", "clean", "data"])
+    p.add_argument("--classifier", default=None, help="classifier.pt (feature 'classifier')")
+    p.add_argument("--out", required=True, help="reference statistics .npz")
+
+
+@command("fid-stats", "reference statistics of a dataset in one feature space (cached per dataset)")(_stats_args)
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .evaluate import reference_stats
+
+    _threads(args)
+    info = reference_stats(load_yaml(args.config), args.dataset, args.feature, args.out, args.classifier)
+    print(json.dumps(info))
+    return 0
+
+
+# ------------------------------------------------------------- likelihood
+
+
+def _likelihood_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--model", required=True, help="model.pt of a training job")
+    p.add_argument("--out", required=True, help="likelihood.json")
+    _tracking_args(p)
+
+
+@command("evaluate-likelihood", "NELBO (continuous, each T) and ODE NLL of a trained model on the test split")(_likelihood_args)
+def cmd_likelihood(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .evaluate import evaluate_likelihood
+
+    _threads(args)
+    config = load_yaml(args.config)
+    out = evaluate_likelihood(args.model, config, args.out, device=_device(args.device), progress=not args.no_progress)
+    _log_result(args, config, out, "evaluate-likelihood", _likelihood_metrics(out))
+    print(json.dumps({"nelbo_bpd": out["nelbo_continuous"]["bpd"], "ode_nll_bpd": out["ode_nll"].get("bpd")}))
+    return 0
+
+
+def _likelihood_metrics(out: dict) -> dict[str, float]:
+    m = {"nelbo_bpd": out["nelbo_continuous"]["bpd"], "nelbo_bpd_stderr": out["nelbo_continuous"]["bpd_stderr"]}
+    for t, e in out["nelbo_discrete"].items():
+        m[f"nelbo_T{t}_bpd"] = e["bpd"]
+    if "bpd" in out["ode_nll"]:
+        m["ode_nll_bpd"] = out["ode_nll"]["bpd"]
+        m["ode_nll_bpd_stderr"] = out["ode_nll"]["bpd_stderr"]
+        m["ode_nll_nfe"] = out["ode_nll"].get("nfe", float("nan"))
+    return m
+
+
+# ---------------------------------------------------------------- samples
+
+
+def _grid_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--sampler", required=True)
+    p.add_argument("--out-dir", required=True, help="directory for steps<N>.npz files")
+
+
+@command("sample-grid", "samples of a model with one sampler at every configured step count")(_grid_args)
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .evaluate import sample_grid
+
+    _threads(args)
+    files = sample_grid(args.model, load_yaml(args.config), args.sampler, args.out_dir, device=_device(args.device), progress=not args.no_progress)
+    print(json.dumps([str(f) for f in files]))
+    return 0
+
+
+def _fd_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--dataset", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--samples", nargs="+", help="steps<N>.npz files of one (model, sampler)")
+    group.add_argument("--manifest", help="manifest.json written by `ndm sample-grid`")
+    p.add_argument("--ref", nargs="+", required=True, help="FEATURE=PATH reference statistics")
+    p.add_argument("--classifier", default=None)
+    p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
+    p.add_argument("--out", required=True)
+    _tracking_args(p)
+
+
+@command("evaluate-samples", "Frechet distances (per feature space) of sample files against reference stats")(_fd_args)
+def cmd_fd(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .evaluate import evaluate_samples
+
+    _threads(args)
+    config = load_yaml(args.config)
+    refs = dict(item.split("=", 1) for item in args.ref)
+    files = args.samples or json.loads(Path(args.manifest).read_text())["files"]
+    out = evaluate_samples(config, args.dataset, files, refs, args.out, args.classifier, args.bootstrap)
+    metrics = {}
+    for r in out["results"]:
+        for name, m in r["metrics"].items():
+            metrics[f"{name}_steps{r['steps']}"] = m["value"]
+    _log_result(args, config, out, f"evaluate-samples/{out.get('sampler', '')}", metrics)
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    return 0
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, metrics: dict[str, float]) -> None:
+    """One MLflow run per evaluate job (never fatal: the JSON file is the record)."""
+    if getattr(args, "no_tracking", False) or "variant" not in out:
+        return
+    from .cli import _recorder
+    from .config import resolve_run_config
+
+    run = resolve_run_config(config, out["dataset"], out["variant"], int(out.get("seed", 0)))
+    journal = Path(args.out).with_suffix(".mlflow_journal.jsonl")
+    with _recorder(args, config, run, kind, journal) as recorder:
+        if recorder is not None:
+            recorder.log_metrics(metrics)
+            recorder.log_artifact(Path(args.out))
+
+
+# ------------------------------------------------------------------- report
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    _config_arg(p)
+    p.add_argument("--results", required=True, help="the results directory of the config")
+    p.add_argument("--out", required=True, help="reports directory")
+
+
+@command("report", "compile tables and figures from whatever results exist")(_report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    from .config import load_yaml
+    from .report import compile_report
+
+    summary = compile_report(load_yaml(args.config), args.results, args.out)
+    print(json.dumps(summary))
+    return 0

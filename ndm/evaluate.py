@@ -1,0 +1,332 @@
+"""Evaluation jobs: each reads explicit inputs and writes one result file with provenance.
+
+    evaluate_likelihood   model.pt -> likelihood.json (NELBO continuous and at each T, ODE NLL)
+    sample_grid           model.pt -> samples/<sampler>/steps<N>.npz for every step count
+    evaluate_samples      samples + reference stats -> fid/<sampler>.json (Frechet distances)
+    reference_stats       dataset (+ classifier) -> ref_<feature>.npz, computed once per dataset
+    feature_classifier    dataset -> classifier.pt (the feature space of fd_classifier)
+
+Every number carries its sample count and standard error; every file carries the seed,
+the config hash and the provenance (git commit, package versions, device).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import EvalConfig, RunConfig, resolve_eval_config
+from .diffusion import DiffusionModel
+from .train import load_trained_model
+
+# Units of the likelihood numbers: bits/dim of discrete data (an upper bound on the
+# discrete NLL) or of a continuous density (can be negative) for continuous data.
+UNITS_DISCRETE = "bits/dim (discrete data)"
+UNITS_CONTINUOUS = "bits/dim of a continuous density"
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a result file atomically, with provenance added (the DAG's source of truth)."""
+    from .tracking import provenance
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "provenance": provenance()}
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_split(run: RunConfig, split: str, n: int | None = None) -> tuple[Tensor, Any]:
+    """A split of the run's dataset in model space (first n examples: the same for every model)."""
+    from .data import load_dataset, to_model_space
+
+    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
+    raw = ds.test if split == "test" else ds.train
+    if n is not None:
+        raw = raw[:n]
+    x = to_model_space(raw, ds.levels) if ds.levels is not None else raw.float()
+    return x, ds
+
+
+def _run_identity(run: RunConfig) -> dict[str, Any]:
+    return {"dataset": run.dataset, "variant": run.model.variant, "seed": run.seed, "config_hash": run.hash()}
+
+
+# ------------------------------------------------------------- likelihood
+
+
+def evaluate_likelihood(
+    model_path: str | Path, config: dict, out_path: str | Path, *, device: str = "cpu", progress: bool = True
+) -> dict[str, Any]:
+    """NELBO (continuous time and each discrete T) and ODE NLL on the test split."""
+    from .likelihood import continuous_nelbo, discrete_nelbo
+
+    model, run = load_trained_model(model_path, device=device)
+    ev = resolve_eval_config(config, run.dataset)
+    x, ds = load_split(run, "test", ev.n_examples)
+    x = x.to(device)
+    gen = torch.Generator(device=device).manual_seed(run.seed + 101)
+    out: dict[str, Any] = {
+        **_run_identity(run),
+        "model": str(model_path),
+        "units": UNITS_DISCRETE if ds.levels is not None else UNITS_CONTINUOUS,
+        "split": "test",
+        "n_examples": int(x.shape[0]),
+    }
+    steps = [("continuous", None)] + [(f"T{T}", T) for T in ev.nelbo_steps] + [("ode", None)]
+    bar = _bar(len(steps), f"likelihood {run.dataset}/{run.model.variant}", progress)
+    t0 = time.time()
+    est = continuous_nelbo(model, x, ev.nelbo_time_samples, generator=gen, batch_size=ev.batch_size * 8)
+    out["nelbo_continuous"] = {**est.summary(), "time_samples": ev.nelbo_time_samples, "seconds": round(time.time() - t0, 3)}
+    bar.update(1)
+    out["nelbo_discrete"] = {}
+    for _, n_steps in steps[1:-1]:
+        t0 = time.time()
+        est = discrete_nelbo(model, x, n_steps, n_step_samples=ev.nelbo_step_samples, generator=gen, batch_size=ev.batch_size * 8)
+        out["nelbo_discrete"][str(n_steps)] = {**est.summary(), "T": n_steps, "step_samples": min(ev.nelbo_step_samples, n_steps), "seconds": round(time.time() - t0, 3)}
+        bar.update(1)
+    out["ode_nll"] = _ode_nll(model, x[: ev.ode.n_examples], ev, gen)
+    bar.update(1)
+    bar.close()
+    write_json(out_path, out)
+    return out
+
+
+def _ode_nll(model: DiffusionModel, x: Tensor, ev: EvalConfig, gen: torch.Generator) -> dict[str, Any]:
+    """ODE NLL with the configured solver; a clear 'skipped' record where it is undefined."""
+    from . import likelihood
+
+    if ev.ode.n_examples == 0:
+        return {"skipped": "disabled in the config (eval.ode.n_examples: 0)"}
+    if not model.transform.identity_at_zero:
+        return {"skipped": "F(x, 0) != x for this variant: the ODE gives the density of z_0 = alpha_0 F(x, 0), not of x"}
+    t0 = time.time()
+    divergence = ev.ode.divergence
+    if divergence == "auto":
+        divergence = "exact" if model.dims <= 64 else "hutchinson"
+    est = likelihood.ode_nll(
+        model,
+        x,
+        method=ev.ode.method,
+        steps=ev.ode.steps,
+        rtol=ev.ode.rtol,
+        atol=ev.ode.atol,
+        divergence=divergence,
+        probes=ev.ode.probes,
+        generator=gen,
+    )
+    return {**est.summary(), "method": ev.ode.method, "steps": ev.ode.steps if ev.ode.method == "heun" else None, "divergence": divergence, "seconds": round(time.time() - t0, 3)}
+
+
+# ---------------------------------------------------------------- samples
+
+
+def sample_steps_for(ev: EvalConfig, sampler: str) -> list[int]:
+    """The step counts a sampler runs at: the grid, plus the paper setting for its sampler."""
+    steps = set(ev.sample_steps)
+    if sampler == ev.paper_setting.sampler:
+        steps.add(ev.paper_setting.steps)
+    return sorted(steps) if sampler != "ode-adaptive" else [0]
+
+
+def sample_grid(
+    model_path: str | Path,
+    config: dict,
+    sampler: str,
+    out_dir: str | Path,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Path]:
+    """Samples of one model with one sampler at every configured step count.
+
+    Files: out_dir/steps<N>.npz with `samples` (uint8 levels for discrete data, float32
+    otherwise), nfe, nfe_F, seconds. The noise generator is seeded per (seed, steps), so
+    a step count's samples do not depend on which other step counts were run. ode-adaptive
+    has no step count; its file is steps0.npz (NFE measured).
+    """
+    from .sampling import sample
+
+    model, run = load_trained_model(model_path, device=device)
+    ev = resolve_eval_config(config, run.dataset)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    records: list[dict[str, Any]] = []
+    for steps in sample_steps_for(ev, sampler):
+        gen = torch.Generator(device=device).manual_seed(run.seed * 100_003 + steps)
+        res = sample(
+            model,
+            ev.n_samples,
+            sampler,
+            None if sampler == "ode-adaptive" else steps,
+            rtol=ev.ode.rtol,
+            atol=ev.ode.atol,
+            generator=gen,
+            batch_size=ev.batch_size,
+            device=device,
+            progress=progress,
+        )
+        samples = res.levels if res.levels is not None else res.x.float()
+        if not torch.isfinite(res.x).all():
+            raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
+        path = out_dir / f"steps{steps}.npz"
+        tmp = out_dir / f".steps{steps}.tmp.npz"
+        np.savez(
+            tmp,
+            samples=samples.cpu().numpy(),
+            nfe=res.nfe,
+            nfe_F=res.nfe_F,
+            seconds=res.seconds,
+            sampler=sampler,
+            steps=steps,
+            seed=run.seed,
+            dataset=run.dataset,
+            variant=run.model.variant,
+        )
+        os.replace(tmp, path)
+        written.append(path)
+        records.append({"file": str(path), "steps": steps, "nfe": res.nfe, "nfe_F": res.nfe_F, "seconds": round(res.seconds, 3)})
+    # The manifest is the job's declared output, written last: its presence means every file is there.
+    write_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "n_samples": ev.n_samples, "files": [str(p) for p in written], "records": records})
+    return written
+
+
+# ------------------------------------------------------------- features
+
+
+def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier_path: str | Path | None):
+    """The extractor object of a feature space (ids match those stored in reference stats)."""
+    from . import metrics
+
+    if name == "classifier":
+        if classifier_path is None:
+            raise ValueError("the classifier feature space needs the trained classifier (classifier.pt)")
+        return metrics.ClassifierFeatures(metrics.load_classifier(classifier_path), run_or_dataset)
+    if name == "inception":
+        return metrics.TorchFidelityInception(ev.fid.inception_weights)
+    if name == "clean":
+        return metrics.CleanFIDInception(ev.fid.inception_weights)
+    if name == "data":
+        return metrics.DataSpaceFeatures()
+    raise ValueError(f"unknown feature space {name!r}")
+
+
+def feature_classifier(config: dict, dataset: str, out_path: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Train the dataset's feature classifier (the fd_classifier feature space) once."""
+    from . import metrics
+    from .config import resolve_run_config
+    from .data import load_dataset
+
+    run = resolve_run_config(config, dataset, "ddpm", seed)
+    ev = resolve_eval_config(config, dataset)
+    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
+    t0 = time.time()
+    clf = metrics.train_feature_classifier(ds, seed=seed, steps=ev.fid.classifier_steps)
+    metrics.save_classifier(clf, out_path)
+    acc = metrics.classifier_accuracy(clf, ds.test, ds.test_labels)
+    info = {"dataset": dataset, "seed": seed, "steps": ev.fid.classifier_steps, "test_accuracy": acc, "n_classes": int(ds.train_labels.max()) + 1, "seconds": round(time.time() - t0, 2)}
+    write_json(Path(out_path).with_suffix(".json"), info)
+    return info
+
+
+def reference_stats(
+    config: dict, dataset: str, feature: str, out_path: str | Path, classifier_path: str | Path | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Reference statistics of the dataset's training split in one feature space.
+
+    Continuous data with known moments (toy2d, gaussian) use the exact population
+    moments in data space (n = None marks them exact).
+    """
+    from . import metrics
+    from .config import resolve_run_config
+    from .data import load_dataset
+
+    run = resolve_run_config(config, dataset, "ddpm", seed)
+    ev = resolve_eval_config(config, dataset)
+    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
+    meta = {"dataset": dataset, "split": "train", "feature": feature}
+    if feature == "data" and ds.moments is not None:
+        stats = metrics.exact_reference_stats(ds.moments, meta)
+    else:
+        extractor = feature_extractor(feature, dataset, ev, classifier_path)
+        ref = ds.train if ev.fid.n_reference is None else ds.train[: ev.fid.n_reference]
+        stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
+    metrics.save_stats(out_path, stats)
+    return {"feature": feature, "extractor": stats.extractor, "n": stats.n, "dim": stats.dim}
+
+
+def evaluate_samples(
+    config: dict,
+    dataset: str,
+    sample_files: list[str | Path],
+    reference_files: dict[str, str | Path],
+    out_path: str | Path,
+    classifier_path: str | Path | None = None,
+    n_bootstrap: int = 10,
+) -> dict[str, Any]:
+    """Frechet distances of each sample file against the reference stats of each feature space."""
+    from . import metrics
+
+    ev = resolve_eval_config(config, dataset)
+    extractors = {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
+    refs = {name: metrics.load_stats(path) for name, path in reference_files.items()}
+    results = []
+    first = None
+    for path in sorted(sample_files, key=lambda p: int(Path(p).stem.replace("steps", ""))):
+        with np.load(path) as z:
+            arr = z["samples"]
+            rec = {k: z[k].item() for k in ("nfe", "nfe_F", "seconds", "steps", "seed")}
+            first = first or {k: str(z[k]) for k in ("sampler", "dataset", "variant")}
+        samples = torch.from_numpy(arr)
+        entry: dict[str, Any] = {**rec, "file": str(path), "n_samples": int(len(samples)), "metrics": {}}
+        for name, extractor in extractors.items():
+            res = metrics.frechet_to_reference(samples, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
+            entry["metrics"][res.metric] = res.to_dict()
+        results.append(entry)
+    payload = {**(first or {}), "dataset": dataset, "results": results}
+    write_json(out_path, payload)
+    return payload
+
+
+# ------------------------------------------------------------------ misc
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, progress: bool):
+    if not progress:
+        return _NoBar()
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def nats_to_bpd(nats: float, dims: int) -> float:
+    return nats / (dims * math.log(2.0))

@@ -1,0 +1,95 @@
+# Shared helpers: the resolved config, paths, per-dataset resources, and a validation of
+# every job's config at DAG build time (a typo fails here, naming the key, before any job).
+
+import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from ndm.config import ConfigError, resolve_eval_config, resolve_run_config
+from ndm.evaluate import sample_steps_for
+
+# Datasets read from files under a root directory (the others ship inside packages or are generated).
+FILE_DATASETS = {"mnist", "cifar10", "imagenet32", "imagenet64"}
+
+RESULTS = config.get("results", "results/default")
+REPORTS = config.get("reports", "reports")
+DATASETS = list(config["datasets"])
+VARIANTS = list(config["variants"])
+SEEDS = [int(s) for s in config["seeds"]]
+
+
+def _check_configs():
+    """Resolve every (dataset, variant, seed) job's config; raise with the key on error."""
+    for d in DATASETS:
+        try:
+            for v in VARIANTS:
+                for s in SEEDS:
+                    run = resolve_run_config(config, d, v, s)
+            resolve_eval_config(config, d)
+        except ConfigError as exc:
+            raise WorkflowError(f"config error: {exc}") from None
+        if run.data.name in FILE_DATASETS:
+            root = run.data.root or config.get("data_root")
+            if not root or not Path(root).is_dir():
+                raise WorkflowError(
+                    f"config error: datasets.{d}.data.root (or the top-level data_root) must be an existing "
+                    f"directory holding the {run.data.name} files; got {root!r}. Set it, e.g. "
+                    f"--config data_root=/path/to/data"
+                )
+
+
+def _resolved_config_path():
+    """The merged config (configfile + --config overrides) as one file every job reads.
+
+    Datasets without their own data.root get the top-level data_root. The file is
+    rewritten only when its content changes, so it never looks newer than the outputs.
+    """
+    resolved = json.loads(json.dumps(config))
+    for d, section in resolved["datasets"].items():
+        data = section.setdefault("data", {}) if section is not None else {}
+        if config.get("data_root") and not data.get("root"):
+            data["root"] = config["data_root"]
+    path = Path(RESULTS) / "config.resolved.json"
+    text = json.dumps(resolved, indent=2, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return str(path)
+
+
+_check_configs()
+CONFIG_PATH = _resolved_config_path()
+CONFIG_RESOLVED = json.loads(Path(CONFIG_PATH).read_text())
+
+
+def eval_cfg(dataset):
+    return resolve_eval_config(CONFIG_RESOLVED, dataset)
+
+
+def run_hash(dataset, variant, seed):
+    """Params that change when a job's own config changes (Snakemake reruns the job)."""
+    return resolve_run_config(CONFIG_RESOLVED, dataset, variant, int(seed)).hash()
+
+
+def eval_hash(dataset):
+    return json.dumps(CONFIG_RESOLVED["datasets"][dataset].get("eval") or {}, sort_keys=True)
+
+
+def res(dataset, stage, key, default):
+    """A resource of a stage (train, evaluate, sample, small) of a dataset, from the config."""
+    merged = {**(config.get("defaults", {}).get("resources", {}).get(stage, {}) or {})}
+    merged.update(((config["datasets"][dataset] or {}).get("resources", {}) or {}).get(stage, {}) or {})
+    return merged.get(key, default)
+
+
+def model_dir(d, v, s):
+    return f"{RESULTS}/{d}/{v}/seed{s}"
+
+
+def features(dataset):
+    return list(eval_cfg(dataset).fid.features)
+
+
+def samplers(dataset):
+    return list(eval_cfg(dataset).samplers)
