@@ -51,7 +51,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     from .config import load_yaml, resolve_run_config
     from .data import load_dataset
-    from .evaluate import write_json
+    from .evaluate import histogram_baseline_bpd, write_json
 
     config = load_yaml(args.config)
     run = resolve_run_config(config, args.dataset, "ddpm", 0)
@@ -68,8 +68,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "sha256_16": digest,
         "info": json.loads(json.dumps(dict(ds.info), default=str)),
     }
+    if ds.levels is not None:
+        summary["histogram_baseline_bpd"] = histogram_baseline_bpd(ds.train, ds.test, ds.levels)
     write_json(args.out, summary)
-    print(json.dumps({k: summary[k] for k in ("dataset", "n_train", "n_test", "event_shape", "levels")}))
+    print(json.dumps({k: summary.get(k) for k in ("dataset", "n_train", "n_test", "event_shape", "levels", "histogram_baseline_bpd")}))
     return 0
 
 
