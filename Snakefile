@@ -21,6 +21,11 @@ if not config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# Jobs import `ndm` from this repository when they run in a --sdm conda environment.
+# (Snakemake formats the prefix again per job, hence the doubled braces.)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
@@ -30,7 +35,7 @@ include: "workflow/rules/report.smk"
 
 onstart:
     # One process creates the MLflow store before parallel jobs touch it (DESIGN.md 8).
-    shell(f"ndm tracking-init --config {CONFIG_PATH}")
+    shell(f"{NDM} tracking-init --config {CONFIG_PATH}")
 
 
 rule all:

@@ -42,6 +42,32 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files of writes that a killed process never renamed; return them.
+
+    Only files matching atomic_torch_save's pattern whose writer pid is not alive on this host
+    are removed, so a concurrent writer on this machine is never disturbed (one job directory is
+    written by one job at a time; a second job on another node would be a bug of its own).
+    """
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -60,10 +86,12 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path} does not exist; train the model first (ndm train ...)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle, unsafe content ...
+    except Exception as exc:  # truncated zip, bad pickle, unsafe content, empty file ...
+        # an empty file raises an exception with an empty message: say what it is
+        detail = (str(exc).splitlines() or ["the file is empty" if path.stat().st_size == 0 else "no detail"])[0]
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt and cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}). Delete it to retrain from the start, or restore it from a copy."
+            f"{detail[:200]}). Delete it to retrain from the start, or restore it from a copy."
         ) from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise CheckpointError(f"{path} is not an ndm checkpoint (no format_version); it was not written by `ndm train`")

@@ -219,6 +219,7 @@ def train(
     # log steps (a preemption), so the resumed run's next line averages the same steps.
     resumed_interval: dict[str, Tensor] = {}
     resumed_count = 0
+    resumed_loss = float("nan")
     if ckpt_path.exists():
         ckpt = load_checkpoint(
             ckpt_path, expected_kind="train", expected_variant=run.model.variant, expected_config_hash=run.hash()
@@ -231,6 +232,7 @@ def train(
         resumed_interval = {k: v.to(device) for k, v in ckpt.get("log_interval", {}).items()}
         resumed_count = int(ckpt.get("log_interval_count", 0))
         for record in _truncate_metrics(metrics_path, step):
+            resumed_loss = record.get("loss_bpd", resumed_loss)  # a finished run's rerun reports it again
             if recorder is not None:  # the resumed job's MLflow run gets the whole curve
                 recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
     elif metrics_path.exists():
@@ -268,7 +270,7 @@ def train(
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     t_start = time.time()
     last_log_time, last_log_step = t_start, step
-    final_loss = float("nan")
+    final_loss = resumed_loss
     bar = None
     if progress:
         from tqdm import tqdm

@@ -2,6 +2,7 @@
 # every job's config at DAG build time (a typo fails here, naming the key, before any job).
 
 import json
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,6 +12,13 @@ from ndm.evaluate import sample_steps_for
 
 # Datasets read from files under a root directory (the others ship inside packages or are generated).
 FILE_DATASETS = {"mnist", "cifar10", "imagenet32", "imagenet64"}
+
+# The `ndm` command line every rule calls. With --sdm conda a job runs in the environment
+# built from environment.yml (dependencies only) and finds the package through PYTHONPATH
+# (set in the Snakefile's shell prefix); otherwise it uses the interpreter running Snakemake,
+# so a virtual environment works without being activated.
+_USE_CONDA = "conda" in {str(m).lower().split(".")[-1] for m in workflow.deployment_settings.deployment_method}
+NDM = "python -m ndm" if _USE_CONDA else f"{sys.executable} -m ndm"
 
 RESULTS = config.get("results", "results/default")
 REPORTS = config.get("reports", "reports")
@@ -83,6 +91,12 @@ def res(dataset, stage, key, default):
     return merged.get(key, default)
 
 
+def signal_lead_seconds(dataset):
+    """Seconds before a training job's time limit that SLURM sends SIGUSR1: 10% of the
+    runtime, at most 10 minutes (enough to write a checkpoint of a large model)."""
+    return int(min(600, 6 * res(dataset, "train", "runtime", 60)))
+
+
 def model_dir(d, v, s):
     return f"{RESULTS}/{d}/{v}/seed{s}"
 
@@ -93,3 +107,50 @@ def features(dataset):
 
 def samplers(dataset):
     return list(eval_cfg(dataset).samplers)
+
+
+# ----------------------------------------------------- input functions of the rules
+
+
+def _stats_inputs(wc):
+    inputs = [f"{RESULTS}/{wc.dataset}/data.json"]
+    if wc.feature == "classifier":
+        inputs.append(f"{RESULTS}/{wc.dataset}/classifier.pt")
+    return inputs
+
+
+def _fd_inputs(wc):
+    d = wc.dataset
+    inputs = {
+        "manifest": f"{model_dir(d, wc.variant, wc.seed)}/samples/{wc.sampler}/manifest.json",
+        "refs": [f"{RESULTS}/{d}/ref_{f}.npz" for f in features(d)],
+    }
+    if "classifier" in features(d):
+        inputs["classifier"] = f"{RESULTS}/{d}/classifier.pt"
+    return inputs
+
+
+def _fd_args(wc):
+    d = wc.dataset
+    refs = " ".join(f"{f}={RESULTS}/{d}/ref_{f}.npz" for f in features(d))
+    clf = f"--classifier {RESULTS}/{d}/classifier.pt" if "classifier" in features(d) else ""
+    return f"--ref {refs} {clf}"
+
+
+def all_results():
+    files = []
+    for d in DATASETS:
+        for v in VARIANTS:
+            for s in SEEDS:
+                m = model_dir(d, v, s)
+                files += [f"{m}/train_summary.json", f"{m}/likelihood.json"]
+                files += [f"{m}/fid/{sampler}.json" for sampler in samplers(d)]
+    return files
+
+
+REPORT_OUTPUTS = [
+    f"{REPORTS}/README.md",
+    f"{REPORTS}/tables/likelihood.csv",
+    f"{REPORTS}/tables/few_step.csv",
+    f"{REPORTS}/figures/fid_vs_nfe.png",
+]

@@ -6,14 +6,19 @@
 rule prepare_data:
     output:
         f"{RESULTS}/{{dataset}}/data.json",
+    params:
+        config=CONFIG_PATH,
+        ndm=NDM,
     log:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 2000),
         runtime=lambda wc: res(wc.dataset, "small", "runtime", 30),
     shell:
-        "ndm prepare-data --config {CONFIG_PATH} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{params.ndm} prepare-data --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
 
 rule feature_classifier:
@@ -22,23 +27,20 @@ rule feature_classifier:
     output:
         f"{RESULTS}/{{dataset}}/classifier.pt",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         eval_hash=lambda wc: eval_hash(wc.dataset),
     log:
         f"{RESULTS}/logs/feature_classifier/{{dataset}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 2000),
         runtime=lambda wc: res(wc.dataset, "small", "runtime", 30),
     shell:
-        "ndm train-classifier --config {CONFIG_PATH} --dataset {wildcards.dataset} --threads {threads} "
+        "{params.ndm} train-classifier --config {params.config} --dataset {wildcards.dataset} --threads {threads} "
         "--out {output} > {log} 2>&1"
-
-
-def _stats_inputs(wc):
-    inputs = [f"{RESULTS}/{wc.dataset}/data.json"]
-    if wc.feature == "classifier":
-        inputs.append(f"{RESULTS}/{wc.dataset}/classifier.pt")
-    return inputs
 
 
 rule reference_stats:
@@ -47,16 +49,20 @@ rule reference_stats:
     output:
         f"{RESULTS}/{{dataset}}/ref_{{feature}}.npz",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         classifier=lambda wc: f"--classifier {RESULTS}/{wc.dataset}/classifier.pt" if wc.feature == "classifier" else "",
     wildcard_constraints:
         feature="classifier|inception|clean|data",
     log:
         f"{RESULTS}/logs/reference_stats/{{dataset}}_{{feature}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 4000),
         runtime=lambda wc: res(wc.dataset, "small", "runtime", 60),
         gpu=lambda wc: res(wc.dataset, "small", "gpu", 0),
     shell:
-        "ndm fid-stats --config {CONFIG_PATH} --dataset {wildcards.dataset} --feature {wildcards.feature} "
+        "{params.ndm} fid-stats --config {params.config} --dataset {wildcards.dataset} --feature {wildcards.feature} "
         "{params.classifier} --threads {threads} --out {output} > {log} 2>&1"

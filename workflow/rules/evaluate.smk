@@ -9,18 +9,22 @@ rule evaluate_likelihood:
     output:
         f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/likelihood.json",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
         seed=r"\d+",
     log:
         f"{RESULTS}/logs/evaluate_likelihood/{{dataset}}_{{variant}}_seed{{seed}}.log",
+    conda:
+        "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "evaluate", "threads", 1)
     resources:
         mem_mb=lambda wc: res(wc.dataset, "evaluate", "mem_mb", 4000),
         runtime=lambda wc: res(wc.dataset, "evaluate", "runtime", 60),
         gpu=lambda wc: res(wc.dataset, "evaluate", "gpu", 0),
     shell:
-        "ndm evaluate-likelihood --config {CONFIG_PATH} --model {input} --out {output} "
+        "{params.ndm} evaluate-likelihood --config {params.config} --model {input} --out {output} "
         "--threads {threads} --no-progress > {log} 2>&1"
 
 
@@ -30,6 +34,8 @@ rule sample_grid:
     output:
         f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/samples/{{sampler}}/manifest.json",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         out_dir=lambda wc: f"{model_dir(wc.dataset, wc.variant, wc.seed)}/samples/{wc.sampler}",
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
@@ -37,32 +43,16 @@ rule sample_grid:
         sampler="ancestral|ddim|ode-euler|ode-heun|ode-adaptive|sde-em",
     log:
         f"{RESULTS}/logs/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.log",
+    conda:
+        "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "sample", "threads", 1)
     resources:
         mem_mb=lambda wc: res(wc.dataset, "sample", "mem_mb", 4000),
         runtime=lambda wc: res(wc.dataset, "sample", "runtime", 60),
         gpu=lambda wc: res(wc.dataset, "sample", "gpu", 0),
     shell:
-        "ndm sample-grid --config {CONFIG_PATH} --model {input} --sampler {wildcards.sampler} "
+        "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {wildcards.sampler} "
         "--out-dir {params.out_dir} --threads {threads} --no-progress > {log} 2>&1"
-
-
-def _fd_inputs(wc):
-    d = wc.dataset
-    inputs = {
-        "manifest": f"{model_dir(d, wc.variant, wc.seed)}/samples/{wc.sampler}/manifest.json",
-        "refs": [f"{RESULTS}/{d}/ref_{f}.npz" for f in features(d)],
-    }
-    if "classifier" in features(d):
-        inputs["classifier"] = f"{RESULTS}/{d}/classifier.pt"
-    return inputs
-
-
-def _fd_args(wc):
-    d = wc.dataset
-    refs = " ".join(f"{f}={RESULTS}/{d}/ref_{f}.npz" for f in features(d))
-    clf = f"--classifier {RESULTS}/{d}/classifier.pt" if "classifier" in features(d) else ""
-    return f"--ref {refs} {clf}"
 
 
 rule evaluate_samples:
@@ -71,18 +61,22 @@ rule evaluate_samples:
     output:
         f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/fid/{{sampler}}.json",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         args=_fd_args,
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
         seed=r"\d+",
     log:
         f"{RESULTS}/logs/evaluate_samples/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 4000),
         runtime=lambda wc: res(wc.dataset, "small", "runtime", 60),
         gpu=lambda wc: res(wc.dataset, "small", "gpu", 0),
     shell:
-        "ndm evaluate-samples --config {CONFIG_PATH} --dataset {wildcards.dataset} "
+        "{params.ndm} evaluate-samples --config {params.config} --dataset {wildcards.dataset} "
         "--manifest {input.manifest} "
         "{params.args} --threads {threads} --out {output} > {log} 2>&1"

@@ -10,6 +10,8 @@ rule train:
         model=f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/model.pt",
         summary=f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/train_summary.json",
     params:
+        config=CONFIG_PATH,
+        ndm=NDM,
         out=lambda wc: model_dir(wc.dataset, wc.variant, wc.seed),
         config_hash=lambda wc: run_hash(wc.dataset, wc.variant, wc.seed),
     wildcard_constraints:
@@ -17,11 +19,18 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{dataset}}_{{variant}}_seed{{seed}}.log",
     retries: config.get("retries", 1)
+    conda:
+        "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "train", "threads", 1)
     resources:
         mem_mb=lambda wc: res(wc.dataset, "train", "mem_mb", 4000),
         runtime=lambda wc: res(wc.dataset, "train", "runtime", 60),
         gpu=lambda wc: res(wc.dataset, "train", "gpu", 0),
+        # On SLURM: SIGUSR1 ahead of the time limit (ndm train checkpoints and exits 75, the
+        # rule's retries resume it in the same allocation); a requeued job appends to its log.
+        slurm_extra=lambda wc: f"--signal=USR1@{signal_lead_seconds(wc.dataset)} --open-mode=append",
     shell:
-        "ndm train --config {CONFIG_PATH} --dataset {wildcards.dataset} --variant {wildcards.variant} "
-        "--seed {wildcards.seed} --out {params.out} --threads {threads} --no-progress > {log} 2>&1"
+        # exec: the signal reaches ndm without a shell dying first; >>: a resumed attempt
+        # keeps the log of the preempted one.
+        "exec {params.ndm} train --config {params.config} --dataset {wildcards.dataset} --variant {wildcards.variant} "
+        "--seed {wildcards.seed} --out {params.out} --threads {threads} --no-progress >> {log} 2>&1"

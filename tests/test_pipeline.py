@@ -1,0 +1,169 @@
+"""The Snakemake pipeline with real Snakemake (issue 5 acceptance).
+
+The smoke config runs end to end once per test session in a temporary working directory;
+several tests read its outputs and its MLflow store. Dry runs check the paper config's DAG
+through the SLURM profile and that a wrong config fails at DAG build time naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(args: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NDM_TEST_THREADS": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the `ndm` console script
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def workdir_copy(tmp: Path) -> Path:
+    """A working directory holding the workflow the way a clone does (Snakefile, workflow, configs, profiles)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "configs", "profiles", "environment.yml"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / name)
+    (tmp / "slurm").symlink_to("profiles/slurm")
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    work = workdir_copy(tmp_path_factory.mktemp("smoke"))
+    proc = snakemake(["all", "--configfile", "configs/smoke.yaml", "--cores", "2"], cwd=work)
+    if proc.returncode != 0:
+        logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((work / "results/smoke/logs").rglob("*.log")) if "Error" in p.read_text())
+        pytest.fail(f"smoke pipeline failed:\n{proc.stderr[-6000:]}\n{logs[-6000:]}")
+    return work
+
+
+def test_smoke_pipeline_outputs(smoke_run):
+    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
+    results = smoke_run / config["results"]
+    for d in config["datasets"]:
+        data = json.loads((results / d / "data.json").read_text())
+        assert data["n_train"] > 0 and data["n_test"] > 0
+        for v in config["variants"]:
+            run = results / d / v / "seed0"
+            summary = json.loads((run / "train_summary.json").read_text())
+            assert summary["steps"] == config["defaults"]["train"]["steps"]
+            lik = json.loads((run / "likelihood.json").read_text())
+            assert all(k in lik for k in ("nelbo_continuous", "nelbo_discrete", "ode_nll", "provenance"))
+            assert set(lik["nelbo_discrete"]) == {str(t) for t in config["defaults"]["eval"]["nelbo_steps"]}
+            for est in [lik["nelbo_continuous"], *lik["nelbo_discrete"].values()]:
+                assert est["bpd"] == est["bpd"] and est["bpd_stderr"] > 0  # finite, with an error bar
+            for sampler in config["defaults"]["eval"]["samplers"]:
+                fid = json.loads((run / "fid" / f"{sampler}.json").read_text())
+                steps = sorted(r["steps"] for r in fid["results"])
+                assert set(config["defaults"]["eval"]["sample_steps"]) <= set(steps)
+                for r in fid["results"]:
+                    (metric,) = r["metrics"]
+                    assert metric in ("fd_classifier", "fd_data")
+                    assert r["metrics"][metric]["value"] >= 0 and r["nfe"] > 0
+    reports = smoke_run / config["reports"]
+    assert (reports / "README.md").read_text().startswith("#")
+    assert (reports / "figures" / "fid_vs_nfe.png").stat().st_size > 1000
+
+
+def test_smoke_pipeline_mlflow_store(smoke_run):
+    """One MLflow run per train and evaluate job, each with metrics and the required tags."""
+    from mlflow.tracking import MlflowClient
+
+    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
+    client = MlflowClient(f"sqlite:///{smoke_run / config['results'] / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(config["experiment"])
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    n_models = len(config["datasets"]) * len(config["variants"]) * len(config["seeds"])
+    n_samplers = len(config["defaults"]["eval"]["samplers"])
+    kinds = Counter(r.data.tags["kind"].split("/")[0] for r in runs)
+    assert kinds == {"train": n_models, "evaluate-likelihood": n_models, "evaluate-samples": n_models * n_samplers}
+    for r in runs:
+        assert r.data.metrics, f"run {r.info.run_name} has no metrics"
+        for tag in ("dataset", "variant", "seed", "git_commit", "config_hash"):
+            assert tag in r.data.tags, f"run {r.info.run_name} lacks tag {tag}"
+        assert r.info.status == "FINISHED"
+    train_runs = [r for r in runs if r.data.tags["kind"] == "train"]
+    history = client.get_metric_history(train_runs[0].info.run_id, "loss_bpd")
+    assert len(history) >= 2  # a training curve, not one number
+
+
+def test_smoke_pipeline_is_complete_and_idempotent(smoke_run):
+    """A second invocation finds nothing to do (no output looks stale)."""
+    proc = snakemake(["-n", "all", "--configfile", "configs/smoke.yaml"], cwd=smoke_run, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("profile", ["profiles/slurm", "slurm"])
+def test_paper_dry_run_through_slurm_profile(tmp_path, profile):
+    """One training job per (dataset, variant, seed) of the paper config, and the evaluations behind them."""
+    work = workdir_copy(tmp_path / "w")
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    proc = snakemake(["-n", "--profile", profile, "all", "--config", f"data_root={data_root}"], cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
+    n_models = len(paper["datasets"]) * len(paper["variants"]) * len(paper["seeds"])
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["train"] == n_models
+    assert counts["evaluate_likelihood"] == n_models
+    assert counts["sample_grid"] == n_models * len(paper["defaults"]["eval"]["samplers"])
+    for d in paper["datasets"]:
+        for v in paper["variants"]:
+            for s in paper["seeds"]:
+                assert f"results/paper/{d}/{v}/seed{s}/model.pt" in out
+
+
+BAD_CONFIGS = [
+    ("unknown variant", lambda c: c["variants"].append("ndm-typo"), "ndm-typo"),
+    ("negative step count", lambda c: c["datasets"]["digits"].setdefault("eval", {}).update(sample_steps=[-5, 10]), "sample_steps"),
+    ("unknown key", lambda c: c["datasets"]["digits"]["train"].update(stepz=10), "stepz"),
+    ("bad network key", lambda c: c["datasets"]["digits"]["model"]["network"].update(chanels=4), "chanels"),
+    ("missing dataset root", lambda c: c["datasets"].update(cifar10={"data": {"name": "cifar10", "root": "/nonexistent/cifar"}}), "data.root"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,needle", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_wrong_config_fails_at_dag_build_time(tmp_path, name, mutate, needle):
+    work = workdir_copy(tmp_path / "w")
+    config = yaml.safe_load((work / "configs/default.yaml").read_text())
+    config["datasets"]["digits"].setdefault("train", {})
+    mutate(config)
+    (work / "configs/bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(["-n", "all", "--configfile", "configs/bad.yaml"], cwd=work, timeout=300)
+    assert proc.returncode != 0
+    err = proc.stdout + proc.stderr
+    assert needle in err, err[-3000:]
+    assert not (work / "results/default/digits").exists()  # no job ran
+
+
+def test_snakemake_lint_is_clean():
+    proc = snakemake(["--lint", "--configfile", "configs/smoke.yaml"], cwd=REPO, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Lints for" not in out, out[-3000:]
+
+
+def test_environment_yml_agrees_with_pyproject():
+    """Cluster users' conda environment lists the same dependencies and pins as pyproject.toml."""
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["test"]
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict) and "pip" in item)
+    assert sorted(pip_section) == sorted(deps)
+    python = next(item for item in env["dependencies"] if isinstance(item, str) and item.startswith("python"))
+    assert python == "python=3.11"
