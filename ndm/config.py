@@ -19,8 +19,7 @@ from typing import Any
 
 import yaml
 
-from .networks import NetworkConfig
-from .variants import VARIANTS, ModelConfig
+from .specs import VARIANTS, ModelConfig, NetworkConfig
 
 
 class ConfigError(ValueError):

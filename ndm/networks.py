@@ -7,34 +7,25 @@ starts as its F = identity special case) and x_hat starts as the linear skip.
 Every op here supports forward-mode autodiff (torch.func.jvp), which the
 continuous-time NDM loss needs for dF/dt; that is why attention is written out
 instead of calling scaled_dot_product_attention.
+
+`net(x, t, time_derivative=True)` returns (NN(x, t), d/dt NN(x, t)) at fixed x from one pass
+that carries the t-tangent by hand (forward-mode AD written out per layer, the `_d*` helpers
+below). It equals torch.func.jvp to float64 precision (tests/test_diffusion.py) but costs
+about 2 forward passes and its backward about 4, where torch.func.jvp cost 5-8 forward
+passes and 13-20 with its backward on CPU (docs/performance.md): PyTorch's forward-mode
+formula for group_norm expands into many elementwise ops and its conv formula runs an extra
+convolution for the (zero) weight tangent. The time embedding is the only path from t into
+the networks, so layers before the first embedding injection carry no tangent (None = 0).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as tnf
 from torch import Tensor, nn
 
-
-@dataclass
-class NetworkConfig:
-    """Architecture of one network (x_hat or F)."""
-
-    kind: str = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
-    channels: int = 64  # U-Net base width
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
-    num_res_blocks: int = 2
-    attn_resolutions: list[int] = field(default_factory=lambda: [16])
-    dropout: float = 0.0
-    # VDM's Fourier features of the input: sin/cos(w_n z) for n in [min, max]; [] = off.
-    # w_n = 2^n pi K / 256 for data with K levels (n = 8 is the bin frequency for any K, and
-    # K = 256 gives VDM's 2^n pi exactly), w_n = 2^n pi for continuous data.
-    fourier_features: list[int] = field(default_factory=list)
-    hidden: int = 256  # MLP width
-    depth: int = 3  # MLP residual blocks
+from .specs import NetworkConfig
 
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -74,6 +65,100 @@ def _zero(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
     return module
+
+
+# ----------------------------------------------- forward-mode AD in t, written out
+# Each helper maps (primal, tangent) -> (primal, tangent); a tangent of None is zero.
+
+
+def _dlinear(layer: nn.Module, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Conv2d or Linear: y = W h + b, dy = W dh (no bias)."""
+    y = layer(h)
+    if dh is None:
+        return y, None
+    if isinstance(layer, nn.Conv2d):
+        return y, layer._conv_forward(dh, layer.weight, None)
+    return y, tnf.linear(dh, layer.weight)
+
+
+def _dsilu(a: Tensor, da: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """silu(a) = a s, s = sigmoid(a); silu'(a) = s + silu(a) (1 - s)."""
+    if da is None:
+        return tnf.silu(a), None
+    s = torch.sigmoid(a)
+    y = a * s
+    return y, da * (s + y * (1.0 - s))
+
+
+def _dnorm(h: Tensor, dh: Tensor | None, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, channel_dim: int) -> tuple[Tensor, Tensor | None]:
+    """Group norm (channel_dim 1, GroupNorm) or layer norm (groups 1, channel_dim -1, LayerNorm):
+    n = (h - mean) rstd per group, dn = rstd (dh - mean(dh) - n mean(n dh))."""
+    b = h.shape[0]
+    if channel_dim == 1:
+        hg, dhg = h.reshape(b, groups, -1), (None if dh is None else dh.reshape(b, groups, -1))
+        affine_shape = (1, h.shape[1]) + (1,) * (h.dim() - 2)
+    else:
+        hg, dhg = h, dh
+        affine_shape = (h.shape[-1],)
+    var, mean = torch.var_mean(hg, dim=-1, unbiased=False, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+    n = (hg - mean) * rstd
+    dn = None
+    if dhg is not None:
+        dn = rstd * (dhg - dhg.mean(-1, keepdim=True) - n * (n * dhg).mean(-1, keepdim=True))
+    n = n.reshape(h.shape)
+    dn = None if dn is None else dn.reshape(h.shape)
+    if weight is not None:
+        w = weight.view(affine_shape)
+        n = torch.addcmul(bias.view(affine_shape), n, w) if bias is not None else n * w
+        dn = None if dn is None else dn * w
+    elif bias is not None:
+        n = n + bias.view(affine_shape)
+    return n, dn
+
+
+def _dgroup_norm(norm: nn.GroupNorm, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    if dh is None:
+        return norm(h), None
+    return _dnorm(h, dh, norm.num_groups, norm.weight, norm.bias, norm.eps, 1)
+
+
+def _dlayer_norm(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    if dh is None:
+        return norm(h), None
+    return _dnorm(h, dh, 1, norm.weight, norm.bias, norm.eps, -1)
+
+
+def _ddropout(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The same mask for primal and tangent."""
+    if not drop.training or drop.p == 0.0:
+        return h, dh
+    mask = torch.empty_like(h).bernoulli_(1.0 - drop.p) / (1.0 - drop.p)
+    return h * mask, (None if dh is None else dh * mask)
+
+
+def _dsequential_mlp(seq: nn.Sequential, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    for layer in seq:
+        if isinstance(layer, nn.Linear):
+            h, dh = _dlinear(layer, h, dh)
+        elif isinstance(layer, nn.SiLU):
+            h, dh = _dsilu(h, dh)
+        else:
+            raise TypeError(f"no tangent rule for {type(layer).__name__}")
+    return h, dh
+
+
+def timestep_embedding_and_derivative(t: Tensor, dim: int, scale: float = 1000.0) -> tuple[Tensor, Tensor]:
+    """timestep_embedding(t) and its derivative in t (per example)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=t.dtype) / half)
+    args = (t * scale).unsqueeze(-1) * freqs
+    c, s = torch.cos(args), torch.sin(args)
+    w = scale * freqs
+    emb, demb = torch.cat([c, s], dim=-1), torch.cat([-s * w, c * w], dim=-1).expand(t.shape[0], -1)
+    if dim % 2:
+        emb, demb = tnf.pad(emb, (0, 1)), tnf.pad(demb, (0, 1))
+    return emb, demb
 
 
 class ResBlock(nn.Module):
@@ -181,11 +266,12 @@ class UNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP for vector data (toy2d, gaussian)."""
+    """Residual MLP for vector data (toy2d, gaussian), or small images flattened (8x8 digits)."""
 
-    def __init__(self, dim: int, cfg: NetworkConfig):
+    def __init__(self, dim: int, cfg: NetworkConfig, levels: int | None = None):
         super().__init__()
         self.cfg = cfg
+        self.levels = levels
         hidden = cfg.hidden
         n_in = dim
         if cfg.fourier_features:
@@ -201,7 +287,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         h = x
         if self.cfg.fourier_features:
-            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=-1)], dim=-1)
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=-1, levels=self.levels)], dim=-1)
         h = self.inp(h)
         emb = self.emb(timestep_embedding(t, self.cfg.hidden))
         for b in self.blocks:
@@ -210,15 +296,28 @@ class MLP(nn.Module):
         return self.out(tnf.silu(h))
 
 
+class Flattened(nn.Module):
+    """Runs a vector network on images flattened to (B, C*H*W); for tiny images an MLP is
+    cheaper than a U-Net per step and its time derivative is cheap too."""
+
+    def __init__(self, net: nn.Module, event_shape: tuple[int, ...]):
+        super().__init__()
+        self.net = net
+        self.event_shape = event_shape
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.net(x.flatten(1), t).view(x.shape[0], *self.event_shape)
+
+
 def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int | None = None) -> nn.Module:
-    """The network for data of shape event_shape: (C, H, W) -> U-Net, (D,) -> MLP."""
+    """The network for data of shape event_shape: kind unet for (C, H, W) images, kind mlp for
+    vectors (D,) or for images flattened."""
     if cfg.kind == "unet":
         if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
             raise ValueError(f"the U-Net needs square images (C, H, H), got event shape {event_shape}")
         return UNet(event_shape[0], event_shape[1], cfg, levels)
     if cfg.kind == "mlp":
-        dim = int(torch.tensor(event_shape).prod())
-        if len(event_shape) != 1:
-            raise ValueError(f"the MLP needs vectors (D,), got event shape {event_shape}; use kind: unet")
-        return MLP(dim, cfg)
+        dim = int(math.prod(event_shape))
+        mlp = MLP(dim, cfg, levels)
+        return mlp if len(event_shape) == 1 else Flattened(mlp, tuple(event_shape))
     raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet' or 'mlp'")

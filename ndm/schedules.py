@@ -17,9 +17,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import Tensor, nn
 
-# VDM's end points of the fixed linear schedule and the learned schedule's initialisation.
-VDM_GAMMA_MIN = -13.3
-VDM_GAMMA_MAX = 5.0
+from .specs import VDM_GAMMA_MAX, VDM_GAMMA_MIN  # re-exported: the schedules own these values
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from ndm.config import ConfigError, resolve_eval_config, resolve_run_config
-from ndm.evaluate import sample_steps_for
 
 # Datasets read from files under a root directory (the others ship inside packages or are generated).
 FILE_DATASETS = {"mnist", "cifar10", "imagenet32", "imagenet64"}
@@ -148,9 +147,25 @@ def all_results():
     return files
 
 
-REPORT_OUTPUTS = [
-    f"{REPORTS}/README.md",
-    f"{REPORTS}/tables/likelihood.csv",
-    f"{REPORTS}/tables/few_step.csv",
-    f"{REPORTS}/figures/fid_vs_nfe.png",
-]
+# ---------------------------------------------------------------- report stage
+
+from ndm.report import report_outputs
+
+# Replaces the shorter list in common.smk: `rule all` (Snakefile) reads this name after
+# every include, so it asks for every table and figure.
+REPORT_OUTPUTS = [f"{REPORTS}/{rel}" for rel in report_outputs(CONFIG_RESOLVED)]
+PUBLISHED_CSV = config.get("published", "configs/published.csv")
+
+
+def report_inputs():
+    files = list(all_results())
+    for d in DATASETS:
+        files.append(f"{RESULTS}/{d}/data.json")
+        for v in VARIANTS:
+            for s in SEEDS:
+                m = model_dir(d, v, s)
+                files.append(f"{m}/model.pt")
+                files += [f"{m}/samples/{sampler}/manifest.json" for sampler in samplers(d)]
+    if Path(PUBLISHED_CSV).exists():
+        files.append(PUBLISHED_CSV)
+    return files

@@ -9,6 +9,8 @@ rule prepare_data:
     params:
         config=CONFIG_PATH,
         ndm=NDM,
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data/{{dataset}}.tsv"
     log:
         f"{RESULTS}/logs/prepare_data/{{dataset}}.log",
     conda:
@@ -30,6 +32,8 @@ rule feature_classifier:
         config=CONFIG_PATH,
         ndm=NDM,
         eval_hash=lambda wc: eval_hash(wc.dataset),
+    benchmark:
+        f"{RESULTS}/benchmarks/feature_classifier/{{dataset}}.tsv"
     log:
         f"{RESULTS}/logs/feature_classifier/{{dataset}}.log",
     conda:
@@ -54,6 +58,8 @@ rule reference_stats:
         classifier=lambda wc: f"--classifier {RESULTS}/{wc.dataset}/classifier.pt" if wc.feature == "classifier" else "",
     wildcard_constraints:
         feature="classifier|inception|clean|data",
+    benchmark:
+        f"{RESULTS}/benchmarks/reference_stats/{{dataset}}_{{feature}}.tsv"
     log:
         f"{RESULTS}/logs/reference_stats/{{dataset}}_{{feature}}.log",
     conda:

@@ -14,6 +14,8 @@ rule evaluate_likelihood:
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
         seed=r"\d+",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_likelihood/{{dataset}}_{{variant}}_seed{{seed}}.tsv"
     log:
         f"{RESULTS}/logs/evaluate_likelihood/{{dataset}}_{{variant}}_seed{{seed}}.log",
     conda:
@@ -41,6 +43,8 @@ rule sample_grid:
     wildcard_constraints:
         seed=r"\d+",
         sampler="ancestral|ddim|ode-euler|ode-heun|ode-adaptive|sde-em",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.tsv"
     log:
         f"{RESULTS}/logs/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.log",
     conda:
@@ -67,6 +71,8 @@ rule evaluate_samples:
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
         seed=r"\d+",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_samples/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.tsv"
     log:
         f"{RESULTS}/logs/evaluate_samples/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.log",
     conda:

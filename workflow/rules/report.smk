@@ -1,37 +1,31 @@
 # Report stage: results JSON -> pandas tables (CSV, Markdown, LaTeX) and seaborn figures
 # in reports/, with the published numbers beside ours. `ndm report` also runs by hand on
-# partial results (missing rows are marked).
-
-
-def all_results():
-    files = []
-    for d in DATASETS:
-        for v in VARIANTS:
-            for s in SEEDS:
-                m = model_dir(d, v, s)
-                files += [f"{m}/train_summary.json", f"{m}/likelihood.json"]
-                files += [f"{m}/fid/{sampler}.json" for sampler in samplers(d)]
-    return files
-
-
-REPORT_OUTPUTS = [
-    f"{REPORTS}/README.md",
-    f"{REPORTS}/tables/likelihood.csv",
-    f"{REPORTS}/tables/few_step.csv",
-    f"{REPORTS}/figures/fid_vs_nfe.png",
-]
-
+# partial results (missing rows are marked, missing files listed in its README.md).
+#
+# The rule's outputs are every file ndm.report writes for this config (report_outputs);
+# its inputs every file it reads: the result JSON of each run (all_results, common.smk;
+# first, so params.results can be derived from input[0]), the model.pt files the schedule
+# and transformation figures load, the sample manifests of the sample grids, each
+# dataset's data.json (levels of the images) and configs/published.csv.
 
 rule report:
     input:
-        all_results(),
+        report_inputs(),
     output:
         REPORT_OUTPUTS,
+    params:
+        ndm=NDM,
+        config=CONFIG_PATH,
+        # results/<dataset>/<variant>/seed<k>/train_summary.json -> results/
+        results=lambda wc, input: str(Path(input[0]).parents[3]),
+        reports=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/report.log",
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
     shell:
-        "ndm report --config {CONFIG_PATH} --results {RESULTS} --out {REPORTS} > {log} 2>&1"
+        "{params.ndm} report --config {params.config} --results {params.results} --out {params.reports} > {log} 2>&1"

@@ -16,6 +16,8 @@ rule train:
         config_hash=lambda wc: run_hash(wc.dataset, wc.variant, wc.seed),
     wildcard_constraints:
         seed=r"\d+",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}_{{variant}}_seed{{seed}}.tsv"
     log:
         f"{RESULTS}/logs/train/{{dataset}}_{{variant}}_seed{{seed}}.log",
     retries: config.get("retries", 1)

@@ -1,0 +1,122 @@
+"""Results -> the papers' tables and figures, with our numbers beside the published ones.
+
+    compile_report(config, results, out)   the entry point (`ndm report`, the DAG's report rule)
+    report_outputs(config)                 the files it writes, relative to out (the rule's outputs)
+
+Modules: collect (result files -> frames), published (configs/published.csv), tables,
+fewstep (the few-step comparison and its answer), figures, style, readme.
+The report compiles from whatever results exist: missing rows are marked, missing files
+listed in README.md, and a figure without inputs says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import figures
+from .collect import Results, collect, samplers_of
+from .fewstep import answer, comparison_table
+from .published import PublishedError, data_names, default_published_path, load_published
+from .tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table, write_table
+
+log = logging.getLogger(__name__)
+
+TABLES = ["likelihood", "bpd_vs_T", "fid", "few_step", "few_step_comparison"]
+GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves"]
+
+
+def figure_names(config: dict) -> list[str]:
+    """Every figure's name (without extension) for this config."""
+    datasets = list((config.get("datasets") or {}).keys())
+    names = list(GLOBAL_FIGURES)
+    names += [f"transforms_{d}" for d in datasets]
+    names += [f"samples_{d}_{s}" for d in datasets for s in samplers_of(config, d)]
+    return names
+
+
+def report_outputs(config: dict) -> list[str]:
+    """Files compile_report writes, relative to its out directory."""
+    files = ["README.md"]
+    files += [f"tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
+    files += [f"figures/{f}.{ext}" for f in figure_names(config) for ext in ("png", "pdf")]
+    return files
+
+
+def _units(res: Results) -> dict[str, str]:
+    lik = res.likelihood
+    if lik.empty:
+        return {}
+    return {d: str(u) for d, u in lik.groupby("dataset")["units"].first().items() if isinstance(u, str)}
+
+
+def _published(config: dict, path: str | Path | None) -> tuple[Path | None, pd.DataFrame | None, str | None]:
+    p = Path(path) if path else default_published_path(config)
+    if p is None or not p.exists():
+        return p, None, "published.csv not found"
+    try:
+        return p, load_published(p), None
+    except (PublishedError, ValueError, OSError) as exc:
+        return p, None, f"published.csv unusable: {exc}"
+
+
+def _safe(what: str, fn, *args, errors: list[str], **kwargs) -> list[Path]:
+    """Run one figure; a failure becomes a message figure and a line in the summary, never a crash."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one broken input must not lose the whole report
+        log.exception("figure %s failed", what)
+        errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        path = next(a for a in args if isinstance(a, Path))
+        return figures.message_figure(path, what, [f"Could not draw this figure: {type(exc).__name__}: {str(exc)[:200]}"])
+
+
+def compile_report(config: dict, results: str | Path, out: str | Path, published: str | Path | None = None) -> dict[str, Any]:
+    """Write tables/, figures/ and README.md under out from whatever results exist; return a summary."""
+    out = Path(out)
+    res = collect(config, results)
+    names = data_names(config)
+    pub_path, pub, pub_error = _published(config, published)
+
+    lik = likelihood_table(res, config, pub, names)
+    bpd_T = bpd_vs_T_table(res, pub, names)
+    fid = fid_table(res, config, pub, names)
+    few = few_step_table(res)
+    comp = comparison_table(few.data, bpd_T.data)
+    written: list[Path] = []
+    for table in (lik, bpd_T, fid, few, comp):
+        written += write_table(table, out / "tables")
+
+    fig_dir = out / "figures"
+    errors: list[str] = []
+    units = _units(res)
+    written += _safe("fid_vs_nfe", figures.fid_vs_nfe_figure, few.data, fig_dir / "fid_vs_nfe.png", errors=errors)
+    written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
+    written += _safe("schedules", figures.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
+    written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
+    samplers = {d: samplers_of(config, d) for d in res.datasets}
+    for d in res.datasets:
+        written += _safe(f"transforms_{d}", figures.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
+        for s in samplers[d]:
+            written += _safe(f"samples_{d}_{s}", figures.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
+
+    answers = answer(comp.data, res.datasets)
+    from .readme import write_readme
+
+    written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results)))
+    return {
+        "out": str(out),
+        "files": len(written),
+        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, comp)},
+        "missing_files": len(res.missing),
+        "unreadable_files": len(res.unreadable),
+        "figure_errors": errors,
+        "published": str(pub_path) if pub is not None else pub_error,
+        "few_step_answer": answers,
+    }
+
+
+__all__ = ["compile_report", "report_outputs", "figure_names", "collect", "Results", "load_published", "TABLES"]

@@ -1,0 +1,237 @@
+"""Read whatever result files exist under a results directory into tidy pandas frames.
+
+Layout (written by the DAG, see ndm/evaluate.py and ndm/train.py):
+
+    <results>/<dataset>/data.json
+    <results>/<dataset>/<variant>/seed<k>/{train_summary.json, metrics.jsonl, model.pt,
+        likelihood.json, fid/<sampler>.json, samples/<sampler>/{manifest.json, steps<N>.npz}}
+
+Nothing here raises on a missing or unreadable file: `Results.missing` lists the files the
+config expects that are absent, `Results.unreadable` the ones that exist but do not parse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..config import ConfigError, resolve_eval_config
+
+RunKey = tuple[str, str, int]  # (dataset, variant, seed)
+
+TRAIN_COLUMNS = ["dataset", "variant", "seed", "steps", "wall_s", "steps_per_s", "n_params", "n_params_x_hat", "n_params_F", "final_loss_bpd"]
+CURVE_COLUMNS = ["dataset", "variant", "seed", "step", "loss_bpd"]
+LIKELIHOOD_COLUMNS = ["dataset", "variant", "seed", "estimator", "T", "bpd", "stderr", "n_examples", "nfe", "units"]
+FD_COLUMNS = ["dataset", "variant", "seed", "sampler", "steps", "nfe", "nfe_F", "metric", "value", "stderr", "stderr_method", "n_samples", "feature_extractor"]
+
+
+@dataclass
+class Results:
+    """Everything the report reads, as frames, plus what is missing."""
+
+    root: Path
+    datasets: list[str]
+    variants: list[str]
+    seeds: list[int]
+    train: pd.DataFrame
+    curves: pd.DataFrame
+    likelihood: pd.DataFrame
+    fd: pd.DataFrame
+    data_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ode_skipped: dict[RunKey, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def run_dir(self, dataset: str, variant: str, seed: int) -> Path:
+        return self.root / dataset / variant / f"seed{seed}"
+
+    @property
+    def expected_runs(self) -> list[RunKey]:
+        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds]
+
+    def seeds_expected(self) -> int:
+        return len(self.seeds)
+
+
+def read_json(path: Path, unreadable: list[str] | None = None) -> dict[str, Any] | None:
+    """The parsed file, or None when it is absent or does not parse (then noted in unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        if unreadable is not None:
+            unreadable.append(str(path))
+        return None
+    if not isinstance(payload, dict):
+        if unreadable is not None:
+            unreadable.append(str(path))
+        return None
+    return payload
+
+
+def config_axes(config: dict) -> tuple[list[str], list[str], list[int]]:
+    """The (datasets, variants, seeds) a pipeline config asks for."""
+    datasets = list((config.get("datasets") or {}).keys())
+    variants = [str(v) for v in config.get("variants") or []]
+    seeds = [int(s) for s in config.get("seeds") or [0]]
+    return datasets, variants, seeds
+
+
+def samplers_of(config: dict, dataset: str) -> list[str]:
+    try:
+        return list(resolve_eval_config(config, dataset).samplers)
+    except (ConfigError, TypeError, ValueError):
+        return []
+
+
+def expected_files(config: dict, root: Path) -> list[Path]:
+    """Every result file the report reads for this config."""
+    datasets, variants, seeds = config_axes(config)
+    files: list[Path] = []
+    for d in datasets:
+        files.append(root / d / "data.json")
+        for v in variants:
+            for s in seeds:
+                run = root / d / v / f"seed{s}"
+                files += [run / "train_summary.json", run / "metrics.jsonl", run / "model.pt", run / "likelihood.json"]
+                for sampler in samplers_of(config, d):
+                    files += [run / "fid" / f"{sampler}.json", run / "samples" / sampler / "manifest.json"]
+    return files
+
+
+def _train_row(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: s.get(k) for k in TRAIN_COLUMNS}
+
+
+def _curve_rows(path: Path, key: RunKey) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of a killed job
+        if isinstance(rec, dict) and "step" in rec and "loss_bpd" in rec:
+            rows.append({"dataset": key[0], "variant": key[1], "seed": key[2], "step": int(rec["step"]), "loss_bpd": float(rec["loss_bpd"])})
+    return rows
+
+
+def _likelihood_rows(r: dict[str, Any], key: RunKey) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of one likelihood.json: continuous NELBO (T = inf), each discrete T, ODE NLL."""
+    base = {"dataset": key[0], "variant": key[1], "seed": key[2], "units": r.get("units")}
+    rows = []
+    c = r.get("nelbo_continuous") or {}
+    if "bpd" in c:
+        rows.append({**base, "estimator": "nelbo", "T": math.inf, "bpd": c["bpd"], "stderr": c.get("bpd_stderr"), "n_examples": c.get("n_examples"), "nfe": c.get("nfe")})
+    for t, e in (r.get("nelbo_discrete") or {}).items():
+        if "bpd" in e:
+            rows.append({**base, "estimator": "nelbo", "T": float(int(t)), "bpd": e["bpd"], "stderr": e.get("bpd_stderr"), "n_examples": e.get("n_examples"), "nfe": e.get("nfe")})
+    ode = r.get("ode_nll") or {}
+    if "bpd" in ode:
+        rows.append({**base, "estimator": "nll_ode", "T": math.nan, "bpd": ode["bpd"], "stderr": ode.get("bpd_stderr"), "n_examples": ode.get("n_examples"), "nfe": ode.get("nfe")})
+    return rows, ode.get("skipped")
+
+
+def _fd_rows(r: dict[str, Any], key: RunKey, sampler: str) -> list[dict[str, Any]]:
+    rows = []
+    for entry in r.get("results") or []:
+        for metric, m in (entry.get("metrics") or {}).items():
+            rows.append(
+                {
+                    "dataset": key[0],
+                    "variant": key[1],
+                    "seed": key[2],
+                    "sampler": r.get("sampler", sampler),
+                    "steps": int(entry["steps"]),
+                    "nfe": float(entry.get("nfe", math.nan)),
+                    "nfe_F": float(entry.get("nfe_F", 0.0)),
+                    "metric": metric,
+                    "value": float(m["value"]),
+                    "stderr": m.get("stderr"),
+                    "stderr_method": m.get("stderr_method"),
+                    "n_samples": m.get("n_samples", entry.get("n_samples")),
+                    "feature_extractor": m.get("feature_extractor"),
+                }
+            )
+    return rows
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("stderr", "bpd", "value", "nfe", "nfe_F", "T", "loss_bpd", "final_loss_bpd", "wall_s"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df
+
+
+def collect(config: dict, results: str | Path) -> Results:
+    """Read every result file of the config's (dataset, variant, seed) runs that exists."""
+    root = Path(results)
+    datasets, variants, seeds = config_axes(config)
+    unreadable: list[str] = []
+    train, curves, lik, fd = [], [], [], []
+    data_info: dict[str, dict[str, Any]] = {}
+    ode_skipped: dict[RunKey, str] = {}
+    for d in datasets:
+        info = read_json(root / d / "data.json", unreadable)
+        if info:
+            data_info[d] = info
+        for v in variants:
+            for s in seeds:
+                key = (d, v, s)
+                run = root / d / v / f"seed{s}"
+                summary = read_json(run / "train_summary.json", unreadable)
+                if summary:
+                    train.append(_train_row({**summary, "dataset": d, "variant": v, "seed": s}))
+                if (run / "metrics.jsonl").exists():
+                    curves += _curve_rows(run / "metrics.jsonl", key)
+                r = read_json(run / "likelihood.json", unreadable)
+                if r:
+                    rows, skipped = _likelihood_rows(r, key)
+                    lik += rows
+                    if skipped:
+                        ode_skipped[key] = skipped
+                for sampler in samplers_of(config, d):
+                    f = read_json(run / "fid" / f"{sampler}.json", unreadable)
+                    if f:
+                        try:
+                            fd += _fd_rows(f, key, sampler)
+                        except (KeyError, TypeError, ValueError):
+                            unreadable.append(str(run / "fid" / f"{sampler}.json"))
+    missing = [str(p) for p in expected_files(config, root) if not p.exists()]
+    return Results(
+        root=root,
+        datasets=datasets,
+        variants=variants,
+        seeds=seeds,
+        train=_frame(train, TRAIN_COLUMNS),
+        curves=_frame(curves, CURVE_COLUMNS),
+        likelihood=_frame(lik, LIKELIHOOD_COLUMNS),
+        fd=_frame(fd, FD_COLUMNS),
+        data_info=data_info,
+        ode_skipped=ode_skipped,
+        missing=missing,
+        unreadable=sorted(set(unreadable)),
+        ignored=_ignored_runs(root, datasets, variants, seeds),
+    )
+
+
+def _ignored_runs(root: Path, datasets: list[str], variants: list[str], seeds: list[int]) -> list[str]:
+    """Run directories under results/ that the config does not ask for (left out of the tables)."""
+    out = []
+    for summary in sorted(root.glob("*/*/seed*/train_summary.json")):
+        run = summary.parent
+        d, v, s = run.parent.parent.name, run.parent.name, run.name.removeprefix("seed")
+        if d not in datasets or v not in variants or not s.isdigit() or int(s) not in seeds:
+            out.append(str(run))
+    return out

@@ -1,0 +1,136 @@
+"""reports/README.md: one page that links every table and figure and answers the few-step question."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .collect import Results
+from .fewstep import NDM
+
+MAX_LISTED = 40
+
+TABLE_SENTENCES = {
+    "likelihood": "NELBO and ODE NLL in bits/dim per dataset and variant, beside the published bounds (the NDM paper's main table).",
+    "bpd_vs_T": "the discrete-time NELBO at each number of steps T and the continuous-time limit (VDM's bits/dim versus T).",
+    "fid": "the Frechet distance of each variant at the paper's sampling setting (eval.paper_setting), with the published FID where the feature space matches.",
+    "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
+    "few_step_comparison": "NDM minus DDPM / VDM at each NFE with the standard error of the difference and a verdict.",
+}
+
+
+def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dict[str, str]:
+    out = {
+        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler.",
+        "bpd_vs_T": "NELBO versus the number of steps T per dataset; dashed lines are the continuous-time NELBO, stars the published values.",
+        "schedules": "the learned noise schedules γ(t) of vdm and ndm-vdm (one line per seed) over the fixed schedules of the other variants.",
+        "training_curves": "training loss (bits/dim) versus step per dataset and variant.",
+    }
+    for d in datasets:
+        out[f"transforms_{d}"] = f"the transformation F(x, t) at t = 0, 0.25, 0.5, 0.75, 1 of the variants with a non-identity F, on {d} test data."
+        for s in samplers.get(d, []):
+            out[f"samples_{d}_{s}"] = f"{d} samples of every variant with the {s} sampler at each step count."
+    return out
+
+
+def _run_summary(res: Results) -> tuple[int, int]:
+    done = 0
+    for d, v, s in res.expected_runs:
+        if (res.run_dir(d, v, s) / "likelihood.json").exists() or (res.run_dir(d, v, s) / "train_summary.json").exists():
+            done += 1
+    return done, len(res.expected_runs)
+
+
+def _scale_line(res: Results, d: str) -> str:
+    t = res.train[res.train["dataset"] == d] if not res.train.empty else res.train
+    if t.empty:
+        return ""
+    p = t["n_params"].dropna()
+    s = t["steps"].dropna()
+    if p.empty or s.empty:
+        return ""
+    return (
+        f"Scale: {int(p.min()):,}–{int(p.max()):,} parameters per model, {int(s.max()):,} training steps "
+        "(the papers train networks of tens of millions of parameters for hundreds of thousands of steps)."
+    )
+
+
+def _list(items: list[str]) -> list[str]:
+    lines = [f"- `{x}`" for x in items[:MAX_LISTED]]
+    if len(items) > MAX_LISTED:
+        lines.append(f"- ... and {len(items) - MAX_LISTED} more")
+    return lines
+
+
+def write_readme(
+    out: Path,
+    res: Results,
+    tables: list[str],
+    figures: list[str],
+    samplers: dict[str, list[str]],
+    answers: dict[str, list[str]],
+    published_path: Path | None,
+    published: pd.DataFrame | None,
+    results_label: str,
+) -> Path:
+    done, total = _run_summary(res)
+    partial = done < total or bool(res.missing)
+    lines = [
+        "# ndm-bench report",
+        "",
+        f"Results from `{results_label}`: {done} of {total} (dataset, variant, seed) runs have results"
+        + (" — **PARTIAL**: missing files are listed at the end; tables keep their rows, marked `missing` or `partial`." if partial else "."),
+        f"Datasets: {', '.join(res.datasets)}. Variants: {', '.join(res.variants)}. Seeds: {', '.join(map(str, res.seeds))}.",
+        "Every number is a mean with its standard error: across seeds where there are several, else within the run.",
+        "",
+        "## The few-step question",
+        "",
+        "At which number of function evaluations (NFE) does NDM's advantage over DDPM and VDM disappear or reverse?",
+        "Computed from [tables/few_step_comparison.csv](tables/few_step_comparison.csv): diff = NDM − baseline (lower is better), "
+        "counted when |diff| > 2 standard errors. NFE counts x̂ evaluations; NDM also evaluates F at every step (about 2× the compute).",
+        "",
+    ]
+    if NDM not in res.variants:
+        lines.append("Not answered: the config has no `ndm` variant.")
+    elif not answers:
+        lines.append("Not answered yet: no dataset has sample or NELBO results for both `ndm` and a baseline (ddpm, vdm).")
+    for d in res.datasets:
+        if d not in answers:
+            continue
+        lines += [f"**{d}.** " + _scale_line(res, d), ""]
+        lines += [f"- {a}" for a in answers[d]]
+        lines.append("")
+    lines += ["## Tables", "", "Each as CSV (numbers), Markdown and LaTeX (formatted) under `tables/`.", ""]
+    for name in tables:
+        lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{name}.csv), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
+    lines += ["", "## Figures", "", "PNG (PDF beside each) under `figures/`; a variant has the same colour in every figure.", ""]
+    sentences = figure_sentences(res.datasets, samplers)
+    for name in figures:
+        lines.append(f"- [{name}.png](figures/{name}.png): {sentences.get(name, '')}")
+    lines += ["", "## Published numbers", ""]
+    if published is None:
+        lines.append("No published.csv found: the tables have no published column values.")
+    else:
+        lines.append(f"From `{published_path}` (entered by hand from the papers; `primary` rows are compared, others are context):")
+        lines.append("")
+        for r in published[published["status"] == "published"].itertuples():
+            bound = "≤ " if r.bound == "<=" else ""
+            T = "" if (r.steps_T is None or math.isnan(r.steps_T)) else f", T = {int(r.steps_T)}"
+            ctx = "" if r.primary else " (context)"
+            lines.append(f"- {r.dataset} / {r.variant} / {r.metric}: {bound}{r.value:.2f}{T}{ctx} — {r.source.split(':')[0]}, {r.table}")
+        empty = published[published["status"] != "published"]
+        if not empty.empty:
+            lines.append(f"- not entered (value not verified): {', '.join(f'{r.dataset}/{r.variant}' for r in empty.itertuples())}")
+    if res.missing or res.unreadable or res.ignored:
+        lines += ["", "## Missing files", ""]
+        if res.missing:
+            lines += [f"{len(res.missing)} expected file(s) are absent:", ""] + _list(res.missing)
+        if res.unreadable:
+            lines += ["", f"{len(res.unreadable)} file(s) exist but could not be read:", ""] + _list(res.unreadable)
+        if res.ignored:
+            lines += ["", "Run directories not in this config (left out of the tables):", ""] + _list(res.ignored)
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

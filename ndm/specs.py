@@ -1,0 +1,78 @@
+"""Plain, torch-free descriptions of models: network architecture, model config, variants.
+
+Kept free of torch so that reading and validating a config (the Snakefile does it for every
+job, also inside each SLURM job) costs milliseconds, not a torch import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# VDM's end points of the fixed linear schedule and the learned schedule's initialisation.
+VDM_GAMMA_MIN = -13.3
+VDM_GAMMA_MAX = 5.0
+
+
+@dataclass
+class NetworkConfig:
+    """Architecture of one network (x_hat or F)."""
+
+    kind: str = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
+    channels: int = 64  # U-Net base width
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])
+    dropout: float = 0.0
+    # VDM's Fourier features of the input: sin/cos(w_n z) for n in [min, max]; [] = off.
+    # w_n = 2^n pi K / 256 for data with K levels (n = 8 is the bin frequency for any K, and
+    # K = 256 gives VDM's 2^n pi exactly), w_n = 2^n pi for continuous data.
+    fourier_features: list[int] = field(default_factory=list)
+    hidden: int = 256  # MLP width
+    depth: int = 3  # MLP residual blocks
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    transform: str  # identity | neural | latent | blur
+    schedule: str  # ddpm | linear | cosine | flow | learned
+    description: str
+    # How a learned schedule's interior is trained (VDM: minimise the loss variance).
+    schedule_objective: str = "nelbo"
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("ddpm", "identity", "ddpm", "DDPM: F = identity, DDPM's fixed linear-beta schedule"),
+        Variant("vdm", "identity", "learned", "VDM: F = identity, learned monotone schedule", "variance"),
+        Variant("vdm-fixed", "identity", "linear", "VDM with its fixed linear gamma (the control for ndm)"),
+        Variant("ndm", "neural", "linear", "NDM: learned F(x,t) = x + t NN(x,t), fixed linear gamma"),
+        Variant("ndm-vdm", "neural", "learned", "NDM with learned F and a learned schedule"),
+        Variant("flow", "identity", "flow", "Flow-matching linear path alpha = 1 - t, sigma = t (floored)"),
+        Variant("ndm-latent", "latent", "linear", "Time-independent learned F(x,t) = E(x) (latent-style)"),
+        Variant("ndm-blur", "blur", "linear", "Fixed linear F(x,t) = C_t x, DCT heat dissipation (blurring-style)"),
+    ]
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a model's architecture; the variant picks F and the schedule."""
+
+    variant: str = "ddpm"
+    schedule: str | None = None  # override the variant's schedule
+    gamma_min: float = VDM_GAMMA_MIN
+    gamma_max: float = VDM_GAMMA_MAX
+    parameterization: str = "v"  # eps | x | v (eps only for F = identity)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    transform_network: NetworkConfig | None = None  # defaults to `network` (same family and size)
+    blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
+    flow_eps: float = 1e-3
+
+
+def get_variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None

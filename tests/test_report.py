@@ -1,0 +1,368 @@
+"""The report stage: published numbers, tables, figures and the few-step answer.
+
+A session fixture runs the real pipeline pieces (ndm.train.train, the ndm.evaluate jobs,
+`ndm prepare-data`) on tiny models of toy2d and digits into a temporary results directory,
+with seed 1 run for toy2d only: toy2d rows then have a standard error across seeds,
+digits rows are partial (1 of 2 seeds) with missing files listed. Everything is compiled
+through `ndm report`, the command the DAG's rule runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ndm.report import compile_report, report_outputs
+from ndm.report.collect import collect
+from ndm.report.fewstep import BETTER, TIE, WORSE, describe, verdict
+from ndm.report.published import data_names, load_published
+from ndm.report.tables import likelihood_table
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED = REPO / "configs" / "published.csv"
+PAPER_YAML = REPO / "configs" / "paper.yaml"
+
+# The (dataset, variant, metric) combinations the NDM, VDM and DDPM papers report, with values
+# (DESIGN.md section 9). published.csv must have each as a primary, published row.
+PAPER_VALUES = {
+    ("cifar10", "ndm", "nelbo_bpd"): 2.70,
+    ("imagenet32", "ndm", "nelbo_bpd"): 3.55,
+    ("imagenet64", "ndm", "nelbo_bpd"): 3.35,
+    ("imagenet32", "ndm", "fid"): 17.02,
+    ("cifar10", "vdm", "nelbo_bpd"): 2.65,
+    ("imagenet32", "vdm", "nelbo_bpd"): 3.72,
+    ("imagenet64", "vdm", "nelbo_bpd"): 3.40,
+    ("cifar10", "ddpm", "nelbo_bpd"): 3.70,
+    ("cifar10", "ddpm", "fid"): 13.51,
+}
+PAPER_DATASETS = ("mnist", "cifar10", "imagenet32", "imagenet64")
+PAPER_VARIANTS = ("ddpm", "vdm", "ndm")  # the models the papers report
+
+VARIANTS = ["ddpm", "vdm", "ndm"]
+SAMPLERS = ["ancestral", "ddim"]
+SAMPLE_STEPS = [2, 4]
+NELBO_STEPS = [4, 8]
+
+TINY_CONFIG = {
+    "experiment": "report-test",
+    "tracking_uri": None,
+    "seeds": [0, 1],
+    "variants": VARIANTS,
+    "defaults": {
+        "train": {"steps": 6, "batch_size": 32, "lr": 3.0e-3, "warmup_steps": 2, "log_every": 2, "checkpoint_every": 100, "time_sampling": "gamma"},
+        "eval": {
+            "n_examples": 16,
+            "nelbo_time_samples": 2,
+            "nelbo_steps": NELBO_STEPS,
+            "nelbo_step_samples": 2,
+            "ode": {"n_examples": 0},
+            "samplers": SAMPLERS,
+            "sample_steps": SAMPLE_STEPS,
+            "n_samples": 32,
+            "batch_size": 64,
+            "paper_setting": {"sampler": "ancestral", "steps": 4},
+        },
+    },
+    "datasets": {
+        "toy2d": {
+            "data": {"name": "toy2d", "options": {"n_train": 256, "n_test": 64}},
+            "model": {"network": {"kind": "mlp", "hidden": 16, "depth": 1}},
+            "eval": {"fid": {"features": ["data"]}},
+        },
+        "digits": {
+            "data": {"name": "digits"},
+            "model": {"network": {"kind": "unet", "channels": 4, "channel_mult": [1], "num_res_blocks": 1, "attn_resolutions": [], "fourier_features": []}},
+            "eval": {"fid": {"features": ["classifier"], "classifier_steps": 10}},
+        },
+    },
+}
+RUNS = [("toy2d", v, s) for v in VARIANTS for s in (0, 1)] + [("digits", v, 0) for v in VARIANTS]
+
+
+def _build_results(root: Path, config_path: Path) -> None:
+    """Train and evaluate every run of RUNS with the real jobs, as the DAG's rules would."""
+    from ndm.cli import main as ndm_main
+    from ndm.config import resolve_run_config
+    from ndm.evaluate import evaluate_likelihood, evaluate_samples, feature_classifier, reference_stats, sample_grid
+    from ndm.train import train
+
+    config = TINY_CONFIG
+    for d in config["datasets"]:
+        assert ndm_main(["prepare-data", "--config", str(config_path), "--dataset", d, "--out", str(root / d / "data.json")]) == 0
+    refs = {"toy2d": {"data": root / "toy2d" / "ref_data.npz"}, "digits": {"classifier": root / "digits" / "ref_classifier.npz"}}
+    feature_classifier(config, "digits", root / "digits" / "classifier.pt")
+    reference_stats(config, "toy2d", "data", refs["toy2d"]["data"])
+    reference_stats(config, "digits", "classifier", refs["digits"]["classifier"], root / "digits" / "classifier.pt")
+    for d, v, s in RUNS:
+        out = root / d / v / f"seed{s}"
+        train(resolve_run_config(config, d, v, s), out, progress=False)
+        evaluate_likelihood(out / "model.pt", config, out / "likelihood.json", progress=False)
+        clf = root / "digits" / "classifier.pt" if d == "digits" else None
+        for sampler in SAMPLERS:
+            files = sample_grid(out / "model.pt", config, sampler, out / "samples" / sampler, progress=False)
+            evaluate_samples(config, d, files, refs[d], out / "fid" / f"{sampler}.json", clf, n_bootstrap=5)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """results/ of RUNS and the report compiled from it by `ndm report`."""
+    from ndm.cli import main as ndm_main
+
+    base = tmp_path_factory.mktemp("report")
+    config_path = base / "config.yaml"
+    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
+    results, out = base / "results", base / "reports"
+    _build_results(results, config_path)
+    assert ndm_main(["report", "--config", str(config_path), "--results", str(results), "--out", str(out)]) == 0
+    return {"config": TINY_CONFIG, "results": results, "out": out}
+
+
+def _csv(tiny: dict, name: str) -> pd.DataFrame:
+    return pd.read_csv(tiny["out"] / "tables" / f"{name}.csv")
+
+
+# --------------------------------------------------------------- published.csv
+
+
+def test_published_csv_parses_and_has_the_papers_values() -> None:
+    pub = load_published(PUBLISHED)
+    primary = pub[pub["primary"] & (pub["status"] == "published")]
+    for (dataset, variant, metric), value in PAPER_VALUES.items():
+        rows = primary[(primary["dataset"] == dataset) & (primary["variant"] == variant) & (primary["metric"] == metric)]
+        assert len(rows) == 1, (dataset, variant, metric)
+        assert rows["value"].iloc[0] == pytest.approx(value)
+        assert rows["source"].iloc[0].strip() and rows["table"].iloc[0].strip()
+    # Every entered number says where it is from; nothing is entered without a source.
+    assert pub["source"].str.len().gt(10).all()
+    assert pub[pub["status"] == "not_entered"]["value"].isna().all()
+
+
+def _paper_rows() -> set[tuple[str, str, str]]:
+    """(data name, variant, nelbo_bpd) of every paper-config row; the brief's list until paper.yaml exists."""
+    if PAPER_YAML.exists():
+        paper = yaml.safe_load(PAPER_YAML.read_text())
+        names = data_names(paper)
+        return {(names[d], v, "nelbo_bpd") for d in paper["datasets"] for v in paper["variants"] if v in PAPER_VARIANTS}
+    return {(d, v, "nelbo_bpd") for d in PAPER_DATASETS for v in PAPER_VARIANTS}
+
+
+def test_published_csv_covers_every_paper_config_row() -> None:
+    pub = load_published(PUBLISHED)
+    have = set(map(tuple, pub[pub["primary"]][["dataset", "variant", "metric"]].values.tolist()))
+    missing = sorted(_paper_rows() - have)
+    assert not missing, f"configs/published.csv has no row (published or not_entered) for {missing}"
+
+
+def test_published_csv_rejects_a_value_without_status(tmp_path: Path) -> None:
+    from ndm.report.published import PublishedError
+
+    bad = tmp_path / "published.csv"
+    text = PUBLISHED.read_text().splitlines()
+    header, row = text[0], text[1].replace(",published,", ",not_entered,", 1)
+    bad.write_text(header + "\n" + row + "\n")
+    with pytest.raises(PublishedError, match="needs status published"):
+        load_published(bad)
+
+
+def test_published_values_join_by_data_name() -> None:
+    """A dataset key with data.name cifar10 gets VDM's 2.65 and the difference to it."""
+    config = {"seeds": [0], "variants": ["vdm", "flow"], "datasets": {"c10": {"data": {"name": "cifar10"}}}}
+    res = collect(config, "/nonexistent")
+    res.likelihood = pd.DataFrame(
+        [{"dataset": "c10", "variant": "vdm", "seed": 0, "estimator": "nelbo", "T": math.inf, "bpd": 2.75, "stderr": 0.01, "n_examples": 10, "nfe": 1, "units": "bits/dim (discrete data)"}]
+    )
+    table = likelihood_table(res, config, load_published(PUBLISHED), data_names(config)).data.set_index("variant")
+    assert table.loc["vdm", "published_bpd"] == pytest.approx(2.65) and math.isinf(table.loc["vdm", "published_T"])
+    assert table.loc["vdm", "diff_vs_published"] == pytest.approx(0.10)
+    assert table.loc["vdm", "se_source"] == "within-run" and table.loc["vdm", "nelbo_se"] == pytest.approx(0.01)
+    assert math.isnan(table.loc["flow", "published_bpd"]) and table.loc["flow", "status"] == "missing"
+
+
+def test_ddpm_is_compared_at_its_published_T() -> None:
+    """DDPM's <= 3.70 is a T = 1000 bound: compared with our T = 1000 NELBO when there is one."""
+    config = {"seeds": [0], "variants": ["ddpm"], "datasets": {"cifar10": None}}
+    res = collect(config, "/nonexistent")
+    base = {"dataset": "cifar10", "variant": "ddpm", "seed": 0, "estimator": "nelbo", "stderr": 0.01, "n_examples": 10, "nfe": 1, "units": "bits/dim (discrete data)"}
+    res.likelihood = pd.DataFrame([{**base, "T": math.inf, "bpd": 3.60}, {**base, "T": 1000.0, "bpd": 3.80}])
+    pub = load_published(PUBLISHED)
+    row = likelihood_table(res, config, pub, data_names(config)).data.iloc[0]
+    assert row["published_bpd"] == pytest.approx(3.70) and row["published_T"] == 1000
+    assert row["diff_vs_published"] == pytest.approx(0.10)
+    from ndm.report.tables import bpd_vs_T_table
+
+    t = bpd_vs_T_table(res, pub, data_names(config)).data.set_index("T")
+    assert t.loc[1000.0, "published_bpd"] == pytest.approx(3.70) and math.isnan(t.loc[math.inf, "published_bpd"])
+
+
+# --------------------------------------------------------------------- tables
+
+
+def test_every_output_is_written(tiny: dict) -> None:
+    for rel in report_outputs(tiny["config"]):
+        p = tiny["out"] / rel
+        assert p.exists() and p.stat().st_size > 0, rel
+
+
+def test_likelihood_table(tiny: dict) -> None:
+    t = _csv(tiny, "likelihood")
+    for col in ("dataset", "variant", "status", "seeds", "nelbo_bpd", "nelbo_se", "se_source", "nll_ode_bpd", "published_bpd", "diff_vs_published", "published_source"):
+        assert col in t.columns
+    assert len(t) == len(VARIANTS) * 2
+    toy = t[t["dataset"] == "toy2d"].set_index("variant")
+    # Two seeds: the mean and the standard error across seeds, recomputed from the result files.
+    for v in VARIANTS:
+        bpd = [json.loads((tiny["results"] / "toy2d" / v / f"seed{s}" / "likelihood.json").read_text())["nelbo_continuous"]["bpd"] for s in (0, 1)]
+        assert toy.loc[v, "nelbo_bpd"] == pytest.approx(np.mean(bpd))
+        assert toy.loc[v, "nelbo_se"] == pytest.approx(np.std(bpd, ddof=1) / math.sqrt(2))
+        assert toy.loc[v, "se_source"] == "seeds" and toy.loc[v, "status"] == "complete"
+    digits = t[t["dataset"] == "digits"].set_index("variant")
+    one = json.loads((tiny["results"] / "digits" / "ndm" / "seed0" / "likelihood.json").read_text())["nelbo_continuous"]
+    assert digits.loc["ndm", "nelbo_se"] == pytest.approx(one["bpd_stderr"])
+    assert (digits["se_source"] == "within-run").all()
+    assert (digits["status"] == "partial (1 of 2 seeds)").all()
+    assert digits["nll_ode_note"].str.startswith("skipped").all()
+
+
+def test_bpd_vs_T_table(tiny: dict) -> None:
+    t = _csv(tiny, "bpd_vs_T")
+    assert {"dataset", "variant", "time", "T", "bpd", "se", "se_source", "seeds", "excess_over_continuous", "published_bpd"} <= set(t.columns)
+    for (d, v), g in t.groupby(["dataset", "variant"]):
+        assert sorted(g["T"].tolist()) == [*map(float, NELBO_STEPS), math.inf], (d, v)
+        assert g[g["time"] == "continuous"]["excess_over_continuous"].iloc[0] == pytest.approx(0.0)
+
+
+def test_fid_table_names_the_feature_space(tiny: dict) -> None:
+    t = _csv(tiny, "fid")
+    assert {"dataset", "variant", "metric", "sampler", "steps", "nfe", "value", "se", "se_source", "published_fid", "comparable", "diff_vs_published"} <= set(t.columns)
+    assert set(t[t["dataset"] == "digits"]["metric"]) == {"fd_classifier"}
+    assert set(t[t["dataset"] == "toy2d"]["metric"]) == {"fd_data"}
+    assert (t["sampler"] == "ancestral").all() and (t["steps"] == 4).all()
+    assert not t["comparable"].any()
+    md = (tiny["out"] / "tables" / "fid.md").read_text()
+    assert "not FID" in md or "neither is FID" in md
+
+
+def test_few_step_tables(tiny: dict) -> None:
+    t = _csv(tiny, "few_step")
+    assert {"dataset", "sampler", "metric", "steps", "nfe", "nfe_F", "variant", "value", "se", "se_source", "seeds", "n_samples", "nelbo_T_bpd"} <= set(t.columns)
+    assert len(t) == 2 * len(SAMPLERS) * len(SAMPLE_STEPS) * len(VARIANTS)
+    anc = t[t["sampler"] == "ancestral"]
+    assert (anc["nfe"] == anc["steps"]).all()
+    assert (t[t["variant"] == "ndm"]["nfe_F"] > 0).all() and (t[t["variant"] == "ddpm"]["nfe_F"] == 0).all()
+    # The T-step NELBO appears exactly where T = steps on the ancestral sampler (T = 4 here).
+    has = t.dropna(subset=["nelbo_T_bpd"])
+    assert set(zip(has["sampler"], has["steps"])) == {("ancestral", 4)}
+    c = _csv(tiny, "few_step_comparison")
+    assert {"dataset", "baseline", "sampler", "metric", "nfe", "diff", "diff_se", "z", "verdict"} <= set(c.columns)
+    assert set(c["baseline"]) == {"ddpm", "vdm"}
+    row = c.iloc[0]
+    assert row["diff"] == pytest.approx(row["ndm"] - row["baseline_value"])
+    assert row["diff_se"] == pytest.approx(math.hypot(row["ndm_se"], row["baseline_se"]))
+    assert all(verdict(d, s) == v for d, s, v in zip(c["diff"], c["diff_se"], c["verdict"]))
+
+
+def test_tables_have_markdown_and_latex(tiny: dict) -> None:
+    for name in ("likelihood", "bpd_vs_T", "fid", "few_step", "few_step_comparison"):
+        md = (tiny["out"] / "tables" / f"{name}.md").read_text()
+        tex = (tiny["out"] / "tables" / f"{name}.tex").read_text()
+        assert md.startswith("# ") and "|" in md and "±" in md
+        assert "\\begin{tabular}" in tex and "\\caption" in tex and "±" not in tex
+
+
+# -------------------------------------------------------------------- figures
+
+
+def _assert_real_image(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        w, h = im.size
+        arr = np.asarray(im.convert("RGB"), dtype=np.float64)
+    assert w >= 300 and h >= 200, (path.name, w, h)
+    assert arr.std() > 5.0, f"{path.name} is (nearly) one flat colour"
+    assert len(np.unique(arr.reshape(-1, 3)[::7], axis=0)) > 20, f"{path.name} has almost no distinct colours"
+
+
+def test_figures_are_real_images(tiny: dict) -> None:
+    pngs = [tiny["out"] / rel for rel in report_outputs(tiny["config"]) if rel.endswith(".png")]
+    assert len(pngs) >= 4 + 2 + 2 * len(SAMPLERS)
+    for p in pngs:
+        _assert_real_image(p)
+        assert p.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_sample_grid_rescales_digit_levels() -> None:
+    from ndm.report.figures import tile_images
+
+    samples = np.full((4, 1, 8, 8), 16, dtype=np.uint8)  # the top level of K = 17
+    tile = tile_images(samples, levels=17, n=2)
+    assert tile.max() == pytest.approx(1.0) and tile.shape == (17, 17)
+
+
+# ---------------------------------------------------------------------- README
+
+
+def test_readme_links_everything_and_answers_the_few_step_question(tiny: dict) -> None:
+    readme = (tiny["out"] / "README.md").read_text()
+    for rel in report_outputs(tiny["config"]):
+        if rel.endswith((".md", ".png")) and rel != "README.md":
+            assert f"({rel})" in readme, rel
+    assert "## The few-step question" in readme
+    for d in ("toy2d", "digits"):
+        assert f"**{d}.**" in readme
+    assert "vs ddpm, ancestral, fd_classifier:" in readme and "vs vdm, ddim, fd_data:" in readme
+    assert "PARTIAL" in readme and "digits/ndm/seed1/likelihood.json" in readme
+
+
+def test_describe_states_where_the_advantage_disappears() -> None:
+    def rows(diffs: list[float], se: float = 1.0) -> pd.DataFrame:
+        nfe = [5, 10, 25, 100][: len(diffs)]
+        return pd.DataFrame({"nfe": nfe, "diff": diffs, "diff_se": se, "verdict": [verdict(d, se) for d in diffs]})
+
+    assert [verdict(-3, 1), verdict(3, 1), verdict(1.5, 1)] == [BETTER, WORSE, TIE]
+    assert describe(rows([-5, -4, -3]), "ddpm").startswith("NDM better than DDPM at every NFE tested (5, 10, 25)")
+    s = describe(rows([-5, -1, 4]), "vdm")
+    assert "NDM better than VDM at NFE <= 5" in s and "reverses at NFE = 25 (VDM better by 4.000 ± 1.000)" in s
+    s = describe(rows([3, 0.5, -4, -6]), "ddpm")
+    assert "NDM better than DDPM at NFE >= 25" in s and "no significant difference at NFE = 10" in s and "reverses (DDPM better) at NFE = 5" in s
+    assert describe(rows([0.5, -0.5]), "ddpm").startswith("no advantage at any NFE")
+
+
+# ------------------------------------------------------------------ robustness
+
+
+def test_report_from_nothing_writes_every_output(tmp_path: Path) -> None:
+    summary = compile_report(TINY_CONFIG, tmp_path / "no_results", tmp_path / "out")
+    for rel in report_outputs(TINY_CONFIG):
+        assert (tmp_path / "out" / rel).exists(), rel
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "PARTIAL" in readme and "Not answered yet" in readme
+    assert summary["missing_files"] > 0 and summary["figure_errors"] == []
+    _assert_real_image(tmp_path / "out" / "figures" / "fid_vs_nfe.png")
+
+
+def test_report_survives_corrupt_and_missing_files(tiny: dict, tmp_path: Path) -> None:
+    config = {**tiny["config"], "datasets": {"toy2d": tiny["config"]["datasets"]["toy2d"]}}
+    results = tmp_path / "results"
+    shutil.copytree(tiny["results"] / "toy2d", results / "toy2d", ignore=shutil.ignore_patterns("checkpoint.pt"))
+    (results / "toy2d" / "vdm" / "seed1" / "likelihood.json").write_text("{ torn")
+    (results / "toy2d" / "vdm" / "seed0" / "model.pt").unlink()
+    shutil.rmtree(results / "toy2d" / "ndm" / "seed0" / "samples")
+    summary = compile_report(config, results, tmp_path / "out")
+    assert summary["unreadable_files"] == 1 and summary["figure_errors"] == []
+    t = pd.read_csv(tmp_path / "out" / "tables" / "likelihood.csv").set_index(["dataset", "variant"])
+    assert t.loc[("toy2d", "vdm"), "status"] == "partial (1 of 2 seeds)"
+    assert t.loc[("toy2d", "vdm"), "se_source"] == "within-run"
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "could not be read" in readme and "toy2d/vdm/seed1/likelihood.json" in readme
+    assert "toy2d/vdm/seed0/model.pt" in readme and "toy2d/ndm/seed0/samples/ancestral/manifest.json" in readme
+    for rel in report_outputs(config):
+        assert (tmp_path / "out" / rel).exists(), rel
