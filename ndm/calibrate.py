@@ -17,7 +17,7 @@ import torch
 
 from .diffusion import bits_per_dim
 from .gaussian import GaussianOracle, GaussianSpec, exact_elbo_terms
-from .likelihood import Estimate, continuous_nelbo, discrete_nelbo
+from .likelihood import Estimate, continuous_nelbo, discrete_nelbo, ode_nll
 from .networks import NetworkConfig
 from .variants import ModelConfig, build_model, get_variant
 
@@ -81,7 +81,11 @@ def calibrate(
     }
     runs = [("nelbo_continuous", lambda: continuous_nelbo(model, x, time_samples, generator=gen))]
     runs += [(f"nelbo_T{T}", lambda T=T: discrete_nelbo(model, x, T, n_step_samples=time_samples, generator=gen)) for T in discrete_steps]
-    for name in extra_estimators:
+    unknown = [e for e in extra_estimators if e not in EXTRA_ESTIMATORS]
+    if unknown:
+        raise ValueError(f"unknown extra estimator {unknown[0]!r}; choose from {sorted(EXTRA_ESTIMATORS)}")
+    # The probability-flow ODE estimators are always reported (DEFAULT_EXTRA), further ones on request.
+    for name in DEFAULT_EXTRA + tuple(e for e in extra_estimators if e not in DEFAULT_EXTRA):
         runs.append((name, EXTRA_ESTIMATORS[name](model, x, gen)))
     for name, fn in runs:
         t0 = time.time()
@@ -96,3 +100,22 @@ def calibrate(
 # Further estimators register here as name -> (model, x, generator) -> (() -> Estimate),
 # e.g. the probability-flow ODE likelihood.
 EXTRA_ESTIMATORS: dict[str, Any] = {}
+
+
+def _ode_estimator(divergence: str, method: str = "dopri5", steps: int = 100):
+    """NLL through the probability-flow ODE (ndm.likelihood.ode_nll), adaptive by default."""
+
+    def make(model, x, gen):
+        return lambda: ode_nll(model, x, divergence=divergence, method=method, steps=steps, generator=gen)
+
+    return make
+
+
+EXTRA_ESTIMATORS.update(
+    {
+        "ode_exact": _ode_estimator("exact"),  # dopri5, rtol = atol = 1e-5, exact divergence
+        "ode_hutchinson": _ode_estimator("hutchinson"),  # dopri5, one Rademacher probe per example
+        "ode_exact_heun100": _ode_estimator("exact", "heun", 100),  # 100 fixed Heun steps (200 NFE)
+    }
+)
+DEFAULT_EXTRA: tuple[str, ...] = ("ode_exact", "ode_hutchinson")

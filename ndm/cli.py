@@ -125,6 +125,7 @@ def _recorder(args, config: dict, run, kind: str, journal_path: Path | None = No
 def build_parser() -> argparse.ArgumentParser:
     import ndm.cli_evaluate  # noqa: F401  (registers prepare-data, evaluate-*, sample-grid, ...)
     import ndm.cli_tracking  # noqa: F401  (registers tracking-init, tracking-sync)
+    import ndm.cli_sampling  # noqa: F401  (registers sample)
 
     parser = argparse.ArgumentParser(prog="ndm", description="Neural Diffusion Models benchmark")
     sub = parser.add_subparsers(dest="command", required=True)

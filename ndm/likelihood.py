@@ -144,3 +144,216 @@ def discrete_nelbo(
     prior = model.prior_loss(x)
     terms = {"reconstruction": recon, "diffusion": diff, "prior": prior}
     return Estimate(f"nelbo_T{n_steps}", recon + diff + prior, model.dims, terms, nfe=float(m + 1))
+
+
+# ------------------------------------------------------------------------------
+# NLL through the probability-flow ODE (docs/math.md "Samplers and the ODE likelihood")
+#
+# The model's z_0 has the density p_0 that the probability-flow ODE dz/dt = h(z, t)
+# transports from p_1 = N(0, I). Along a trajectory d/dt log p_t(z_t) = -div h(z_t, t), so
+#     log p_0(z_0) = log N(z_1; 0, I) + int_0^1 div h(z_t, t) dt,
+# integrated from t = 0 (z_0 given) to t = 1 on the augmented state (z, int div).
+# The samplers output x = z_0 / alpha_0 (F(x, 0) = x), so the density of that output is
+#     log p_x(x) = log p_0(alpha_0 x) + D log alpha_0.
+# Discrete data (K levels, bins of width Delta = 2/K around the centres) is dequantized,
+# x + u with u ~ U(-Delta/2, Delta/2)^D, and by Jensen
+#     -log P(v) = -log E_u[p_x(x + u)] - D log Delta <= -log p_x(x + u) - D log Delta   (in expectation),
+# a bound on the NLL of the levels the samplers return (nearest bin centre).
+
+DIVERGENCES = ("exact", "hutchinson")
+ODE_METHODS = ("heun", "dopri5")
+
+
+def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
+    """x + u, u ~ U(-Delta/2, Delta/2) per dimension, Delta = 2/K: uniform over each level's bin."""
+    delta = 2.0 / levels
+    u = torch.rand(x.shape, generator=generator, device=generator.device if generator is not None else x.device, dtype=x.dtype)
+    return x + (u.to(x.device) - 0.5) * delta
+
+
+def _probes(shape: tuple[int, ...], kind: str, generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Hutchinson probes with E[eps eps^T] = I: Rademacher (+-1) or standard Gaussian."""
+    device = generator.device if generator is not None else like.device
+    if kind == "rademacher":
+        eps = torch.randint(0, 2, shape, generator=generator, device=device).to(like.dtype) * 2.0 - 1.0
+    elif kind == "gaussian":
+        eps = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
+    else:
+        raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {kind!r}")
+    return eps.to(like.device)
+
+
+def _flow_and_divergence(model: DiffusionModel, z: Tensor, t: Tensor, probes: Tensor | None) -> tuple[Tensor, Tensor]:
+    """h(z, t) and div_z h(z, t) per example: exact (D vector-Jacobian products with the unit
+    vectors e_j, summing e_j^T J e_j) or Hutchinson (mean over probes of eps^T J eps).
+
+    One forward pass of x_hat (and of F's JVP) per call; the vjp goes through both, so the
+    divergence includes the dependence of F(x_hat, t) and dF/dt(x_hat, t) on z.
+    Examples do not interact in any network here (no batch norm), so a vjp with a batched
+    cotangent gives every example's own row of its Jacobian.
+    """
+    from .sampling import ode_drift
+
+    h, vjp_fn = torch.func.vjp(lambda zz: ode_drift(model, zz, t), z)
+    b = z.shape[0]
+    if probes is None:
+        dims = z[0].numel()
+        div = torch.zeros(b, dtype=z.dtype, device=z.device)
+        basis = torch.zeros(b, dims, dtype=z.dtype, device=z.device)
+        for j in range(dims):
+            basis[:, j] = 1.0
+            (row,) = vjp_fn(basis.view_as(z))  # e_j^T J per example
+            div = div + row.reshape(b, dims)[:, j]
+            basis[:, j] = 0.0
+        return h, div
+    div = torch.zeros(b, dtype=z.dtype, device=z.device)
+    for eps in probes:
+        (eps_j,) = vjp_fn(eps)
+        div = div + (eps_j * eps).reshape(b, -1).sum(1)
+    return h, div / probes.shape[0]
+
+
+@torch.no_grad()
+def ode_log_density(
+    model: DiffusionModel,
+    z0: Tensor,
+    *,
+    divergence: str = "exact",
+    method: str = "dopri5",
+    steps: int = 100,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    probes: int = 1,
+    probe: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """log N(z_1; 0, I) and int_0^1 div h dt per example for the ODE trajectory from z0 (one batch).
+
+    Returns (log_prior, int_div, z_1); log p_0(z0) = log_prior + int_div.
+    method "heun": `steps` fixed Heun steps on t_i = i / N (2 N evaluations of h);
+    "dopri5": torchdiffeq's adaptive solver with rtol/atol on the augmented state
+    (one step size for the batch). Hutchinson probes are drawn once per example and kept
+    for the whole trajectory (FFJORD), which keeps the integrand smooth for the adaptive
+    solver and the per-example estimate unbiased.
+    """
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    if method not in ODE_METHODS:
+        raise ValueError(f"method must be one of {ODE_METHODS}, got {method!r}")
+    eps = None
+    if divergence == "hutchinson":
+        if probes < 1:
+            raise ValueError(f"probes must be >= 1, got {probes}")
+        eps = _probes((probes, *z0.shape), probe, generator, z0)
+
+    def field(t: float | Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
+        return _flow_and_divergence(model, z, tt, eps)
+
+    b = z0.shape[0]
+    int_div = torch.zeros(b, dtype=z0.dtype, device=z0.device)
+    if method == "heun":
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        z = z0
+        for i in range(steps):
+            t, s = i / steps, (i + 1) / steps
+            dt = s - t
+            h1, d1 = field(t, z)
+            h2, d2 = field(s, z + dt * h1)
+            z = z + 0.5 * dt * (h1 + h2)
+            int_div = int_div + 0.5 * dt * (d1 + d2)
+        z1 = z
+    else:
+        from torchdiffeq import odeint
+
+        def augmented(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            return field(t, state[0])
+
+        times = torch.tensor([0.0, 1.0], dtype=torch.float64, device=z0.device)
+        # step_t = [1]: the last step lands on t = 1 instead of stepping past it (see sampling._adaptive).
+        z_traj, div_traj = odeint(augmented, (z0, int_div), times, method="dopri5", rtol=rtol, atol=atol, options={"step_t": times[1:]})
+        z1, int_div = z_traj[-1], div_traj[-1]
+    log_prior = -0.5 * z1.reshape(b, -1).pow(2).sum(1) - 0.5 * z1[0].numel() * math.log(2 * math.pi)
+    return log_prior, int_div, z1
+
+
+def ode_nll(
+    model: DiffusionModel,
+    x: Tensor,
+    *,
+    divergence: str = "exact",
+    method: str = "dopri5",
+    steps: int = 100,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    probes: int = 1,
+    probe: str = "rademacher",
+    levels: int | None = -1,
+    generator: torch.Generator | None = None,
+    batch_size: int = 1024,
+    progress: bool = False,
+) -> Estimate:
+    """Negative log-likelihood per example through the probability-flow ODE, in nats.
+
+    Continuous data: -log p_x(x) = -log p_0(alpha_0 x) - D log alpha_0.
+    Discrete data (levels K; default: model.levels, pass None to treat x as continuous):
+    -log p_x(x + u) - D log(2/K) with uniform dequantization u, an upper bound on the NLL
+    of the discrete levels. Terms (nats): prior = -log N(z_1; 0, I), divergence =
+    -int div h dt, scale = -D log alpha_0, dequantization = -D log Delta.
+    nfe: evaluations of h per example (each one x_hat forward pass plus D vjps for the exact
+    divergence or probes for Hutchinson; the F network's JVP runs with each), counted.
+
+    Needs F(x, 0) = x. ndm-latent (F(x, 0) = E(x)) is refused: its ODE gives the density of
+    z_0 = alpha_0 E(x) + noise, and its decoder x_hat(z_0, 0) is not the inverse of E, so
+    the density of x is not a change of variables of p_0 (the NELBO is reported for it).
+    """
+    from .sampling import EvalCounter
+
+    if not model.transform.identity_at_zero:
+        raise ValueError(
+            f"the ODE likelihood of x needs F(x, 0) = x (z_0 = alpha_0 x); this model's F "
+            f"({type(model.transform).__name__}) has F(x, 0) = E(x) != x and decodes with x_hat(z_0, 0), so "
+            "log p(x) is not log p_0(alpha_0 x) + D log alpha_0 (the decoder is not the inverse of E). "
+            "Report its NELBO (continuous_nelbo / discrete_nelbo) instead."
+        )
+    levels = model.levels if levels == -1 else levels
+    n, dims = x.shape[0], model.dims
+    terms: dict[str, list[Tensor]] = {"prior": [], "divergence": [], "scale": []}
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=f"ode nll ({divergence}, {method})", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    was_training = model.training
+    model.eval()
+    counter = EvalCounter(model)
+    try:
+        with counter:
+            for xb in x.split(batch_size):
+                if levels is not None:
+                    xb = dequantize(xb, levels, generator)
+                t0 = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
+                alpha_0 = model.values(t0).alpha
+                z0 = model._bc(alpha_0) * xb  # alpha_0 F(x, 0), F(x, 0) = x
+                log_prior, int_div, _ = ode_log_density(
+                    model, z0, divergence=divergence, method=method, steps=steps, rtol=rtol, atol=atol,
+                    probes=probes, probe=probe, generator=generator,
+                )
+                terms["prior"].append(-log_prior)
+                terms["divergence"].append(-int_div)
+                terms["scale"].append(-dims * torch.log(alpha_0))
+                if bar is not None:
+                    bar.update(xb.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    out = {k: torch.cat(v) for k, v in terms.items()}
+    if levels is not None:
+        out["dequantization"] = torch.full_like(out["prior"], -dims * math.log(2.0 / levels))
+    total = sum(out.values())
+    name = f"ode_{divergence}_{method}" + (str(steps) if method == "heun" else "")
+    return Estimate(name, total, dims, out, nfe=counter.per_sample(n)[0])

@@ -1,0 +1,378 @@
+"""Reverse-process samplers at any step count, each counting its network evaluations (NFE).
+
+Every sampler starts from z_1 ~ N(0, I), runs the model's reverse process from t = 1 to
+t = 0, and decodes the state z_0 it reaches (DESIGN.md section 3, docs/math.md
+"Samplers and the ODE likelihood"). With a uniform grid t_i = i / N, i = N, ..., 0,
+a step goes from t = t_i to s = t_{i-1} < t:
+
+    ancestral     z_s ~ p_theta(z_s | z_t) = q(z_s | z_t, x = x_hat(z_t, t))        (eta = 1)
+    ddim          z_s = mean of q(z_s | z_t, x = x_hat(z_t, t)) with variance 0     (eta = 0)
+    ode-euler     z_s = z_t + (s - t) h(z_t, t)
+    ode-heun      z~ = z_t + (s - t) h(z_t, t);  z_s = z_t + (s - t)/2 [h(z_t, t) + h(z~, s)]
+    ode-adaptive  dopri5 (torchdiffeq) on dz/dt = h(z, t) from t = 1 to 0, tolerances rtol, atol
+    sde-em        z_s = z_t + (s - t) b(z_t, t) + sqrt(g^2(t) (t - s)) xi,   xi ~ N(0, I)
+
+with the probability-flow drift h(z, t) = mu_t' + (sigma_t'/sigma_t)(z - mu_t),
+mu_t = alpha_t F(x_hat(z, t), t), and the reverse-SDE drift b (`DiffusionModel.drifts`).
+
+The output. All samplers end at the state z_0 at t = 0 (never at x_hat of the last step),
+which they then decode exactly as the reconstruction term of the NELBO does:
+x = z_0 / alpha_0 when F(x, 0) = x (no network call), else x = x_hat(z_0, 0) (one more call,
+counted). So every sampler, at every step count, approximates the same distribution (the
+model's p(z_0) pushed through the same decoder), and the ODE likelihood in
+`ndm.likelihood.ode_nll` is the density of exactly this output. For discrete data the
+levels are the decoder's most likely level, the nearest bin centre (`ndm.data.from_model_space`).
+
+NFE. `nfe` is the number of evaluations of the x_hat network per sample, counted by hooks on
+the network (not computed from a formula), including the decode call where there is one.
+`nfe_F` counts, the same way, evaluations of a learned F network (ndm, ndm-vdm, ndm-latent;
+0 for fixed F): the posterior evaluates F(x_hat, s) and F(x_hat, t) (2 per step), the drift
+F and dF/dt in one forward-mode JVP (1 per x_hat evaluation). With N steps and F(x, 0) = x:
+
+    ancestral, ddim, ode-euler, sde-em: nfe = N;   ode-heun: nfe = 2N;   ode-adaptive: counted.
+
+The adaptive solver integrates a batch jointly (one step size for the batch, torchdiffeq's
+RMS error norm over the batch), so its NFE is per batch and depends on the batch size.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .diffusion import DiffusionModel
+
+SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
+FIXED_STEP_SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "sde-em")
+# x_hat evaluations per step of the fixed-step samplers (the decode call comes on top).
+EVALS_PER_STEP: dict[str, int] = {"ancestral": 1, "ddim": 1, "ode-euler": 1, "ode-heun": 2, "sde-em": 1}
+
+
+@dataclass
+class SampleResult:
+    """Samples and what they cost.
+
+    x: (n, *event_shape) decoded samples in model space; levels: uint8 levels for discrete
+    data (None for continuous data); nfe / nfe_F: x_hat / learned-F evaluations per sample.
+    """
+
+    x: Tensor
+    levels: Tensor | None
+    nfe: float
+    nfe_F: float
+    seconds: float
+    sampler: str
+    steps: int | None
+
+    def summary(self) -> dict:
+        n = self.x.shape[0]
+        return {
+            "sampler": self.sampler,
+            "steps": self.steps,
+            "n": n,
+            "nfe": self.nfe,
+            "nfe_F": self.nfe_F,
+            "seconds": self.seconds,
+            "samples_per_s": n / max(self.seconds, 1e-12),
+        }
+
+
+# ------------------------------------------------------------------ counting
+
+
+class EvalCounter:
+    """Counts rows through the x_hat network and a learned F network with forward hooks.
+
+    A hook sees every call, including those inside torch.func.jvp / vjp and inside
+    `DiffusionModel.posterior` and `drifts`, so the counts are what was actually run.
+    `per_sample(n)` divides the rows by the number of samples: a call on a batch of B
+    rows counts B evaluations, one per sample in it.
+    """
+
+    def __init__(self, model: DiffusionModel):
+        self.model = model
+        self.rows = {"x_hat": 0, "F": 0}
+        self._handles: list = []
+
+    def _hook(self, key: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            self.rows[key] += int(inputs[0].shape[0])
+
+        return hook
+
+    def __enter__(self) -> "EvalCounter":
+        self._handles.append(self.model.net.register_forward_hook(self._hook("x_hat")))
+        if self.model.transform.learned:
+            self._handles.append(self.model.transform.register_forward_hook(self._hook("F")))
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        return False
+
+    def per_sample(self, n: int) -> tuple[float, float]:
+        return self.rows["x_hat"] / n, self.rows["F"] / n
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (or buffers); float32 if it has neither."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """N(0, I) noise drawn from `generator` on the generator's own device, then moved.
+
+    A CPU generator therefore gives the same numbers whatever device the model is on.
+    """
+    gen_device = generator.device if generator is not None else torch.device(device)
+    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def time_grid(steps: int, device: torch.device | str, dtype: torch.dtype) -> Tensor:
+    """t_i = i / N for i = N, ..., 0 (descending, N + 1 points); both ends are used."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.arange(steps, -1, -1, device=device, dtype=torch.float64).div(steps).to(dtype)
+
+
+def _full(value: Tensor | float, like: Tensor) -> Tensor:
+    """A (B,) vector of times for the batch `like`."""
+    return torch.full((like.shape[0],), float(value), device=like.device, dtype=like.dtype)
+
+
+def decode(model: DiffusionModel, z0: Tensor) -> Tensor:
+    """z_0 -> x: z_0 / alpha_0 when F(x, 0) = x (VDM's decoder mean), else x_hat(z_0, 0)."""
+    t0 = _full(0.0, z0)
+    v0 = model.values(t0)
+    if model.transform.identity_at_zero:
+        return z0 / model._bc(v0.alpha)
+    return model.x_hat(z0, t0, v0)
+
+
+def ode_drift(model: DiffusionModel, z: Tensor, t: Tensor) -> Tensor:
+    """h(z, t) = mu_t'(x_hat) + (sigma_t'/sigma_t)(z - mu_t(x_hat)), x_hat = x_hat(z, t)."""
+    return model.drifts(z, t, model.x_hat(z, t))["ode"]
+
+
+# ------------------------------------------------------------------ one step
+
+
+def ancestral_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+    x_hat = model.x_hat(z, t)
+    mean, var = model.posterior(z, x_hat, s, t, eta=1.0)
+    return mean + model._bc(var.sqrt()) * randn(tuple(z.shape), generator, z.device, z.dtype)
+
+
+def ddim_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+    mean, _ = model.posterior(z, model.x_hat(z, t), s, t, eta=0.0)
+    return mean
+
+
+def euler_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+    return z + model._bc(s - t) * ode_drift(model, z, t)
+
+
+def heun_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+    dt = model._bc(s - t)
+    k1 = ode_drift(model, z, t)
+    k2 = ode_drift(model, z + dt * k1, s)
+    return z + 0.5 * dt * (k1 + k2)
+
+
+def em_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+    d = model.drifts(z, t, model.x_hat(z, t))
+    # dz = b dt + g dw_bar run backwards: dt = s - t < 0, the noise has variance g^2 (t - s).
+    noise = randn(tuple(z.shape), generator, z.device, z.dtype)
+    return z + model._bc(s - t) * d["reverse"] + model._bc(torch.sqrt(d["g2"] * (t - s))) * noise
+
+
+STEP_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
+    "ancestral": ancestral_step,
+    "ddim": ddim_step,
+    "ode-euler": euler_step,
+    "ode-heun": heun_step,
+    "sde-em": em_step,
+}
+
+
+def _adaptive(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) -> Tensor:
+    from torchdiffeq import odeint
+
+    def h(t: Tensor, z: Tensor) -> Tensor:
+        # The solver's first-step probe may look just past an end; the clamp keeps every
+        # evaluation inside [0, 1], where all schedules are finite.
+        return ode_drift(model, z, _full(t.clamp(0.0, 1.0), z))
+
+    times = torch.tensor([1.0, 0.0], dtype=torch.float64, device=z1.device)
+    # step_t = [0] makes the last step land exactly on t = 0 instead of stepping past it and
+    # interpolating back (which would evaluate the drift at t < 0).
+    out = odeint(h, z1, times, method="dopri5", rtol=rtol, atol=atol, options={"step_t": times[1:]})
+    return out[-1]
+
+
+# --------------------------------------------------------------------- public
+
+
+def _check(sampler: str, steps: int | None) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    if sampler in FIXED_STEP_SAMPLERS and (steps is None or int(steps) < 1):
+        raise ValueError(f"sampler {sampler!r} needs steps >= 1, got {steps}")
+
+
+@torch.no_grad()
+def solve(
+    model: DiffusionModel,
+    z1: Tensor,
+    sampler: str,
+    steps: int | None = None,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Tensor:
+    """Run `sampler` from the given z_1 (one batch) down to t = 0; returns z_0 (not decoded).
+
+    Exposed so that tests can compare deterministic samplers with an exact flow map.
+    """
+    _check(sampler, steps)
+    if sampler == "ode-adaptive":
+        return _adaptive(model, z1, rtol, atol)
+    step = STEP_FUNCTIONS[sampler]
+    grid = time_grid(int(steps), z1.device, z1.dtype)
+    z = z1
+    for i in range(int(steps)):
+        z = step(model, z, _full(grid[i], z), _full(grid[i + 1], z), generator)
+        if on_step is not None:
+            on_step()
+    return z
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def sample(
+    model: DiffusionModel,
+    n: int,
+    sampler: str,
+    steps: int | None = None,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """n samples from `model` with `sampler` (see SAMPLERS) at `steps` steps (fixed-step
+    samplers) or tolerances rtol/atol (ode-adaptive).
+
+    All noise (z_1 and the per-step noise) comes from `generator` (a CPU generator gives the
+    same samples on any device), in batches of `batch_size`. device/dtype default to the
+    model's. Returns decoded samples in model space, uint8 levels for discrete data, NFE
+    per sample (see the module docstring) and the wall time.
+    """
+    _check(sampler, steps)
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    device = torch.device(device) if device is not None else model_device(model)
+    dtype = dtype or model_dtype(model)
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        per_batch = int(steps) if sampler in FIXED_STEP_SAMPLERS else 1
+        bar = tqdm(total=len(sizes) * per_batch, desc=f"sample {sampler}", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+    outputs: list[Tensor] = []
+    counter = EvalCounter(model)
+    t_start = time.perf_counter()
+    with _eval_mode(model), counter, torch.no_grad():
+        for b in sizes:
+            z1 = randn((b, *model.event_shape), generator, device, dtype)
+            on_step = (lambda: bar.update(1)) if bar is not None and sampler in FIXED_STEP_SAMPLERS else None
+            z0 = solve(model, z1, sampler, steps, rtol=rtol, atol=atol, generator=generator, on_step=on_step)
+            outputs.append(decode(model, z0))
+            if bar is not None and sampler not in FIXED_STEP_SAMPLERS:
+                bar.update(1)
+        x = torch.cat(outputs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t_start
+    if bar is not None:
+        bar.close()
+    nfe, nfe_f = counter.per_sample(n)
+    levels = None
+    if model.levels is not None:
+        from .data import from_model_space
+
+        levels = from_model_space(x, model.levels)
+    return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=None if sampler == "ode-adaptive" else int(steps))
+
+
+def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
+    """(nfe, nfe_F) per sample of a fixed-step sampler, by the definitions above.
+
+    x_hat: EVALS_PER_STEP * N, plus 1 for the decode when F(x, 0) != x.
+    F (learned only): the posterior samplers evaluate F(x_hat, s) and F(x_hat, t) per step,
+    the drift samplers one JVP of F per x_hat evaluation (time-independent F: one forward).
+    """
+    _check(sampler, steps)
+    if sampler not in FIXED_STEP_SAMPLERS:
+        raise ValueError("the adaptive sampler's NFE is counted, not predicted")
+    decode_calls = 0 if model.transform.identity_at_zero else 1
+    nfe = EVALS_PER_STEP[sampler] * steps + decode_calls
+    if not model.transform.learned:
+        return nfe, 0
+    per_step_f = 2 if sampler in ("ancestral", "ddim") else EVALS_PER_STEP[sampler]
+    return nfe, per_step_f * steps
+
+
+def seed_generator(seed: int) -> torch.Generator:
+    """The CPU generator all sampling noise comes from."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+__all__ = [
+    "EVALS_PER_STEP",
+    "EvalCounter",
+    "FIXED_STEP_SAMPLERS",
+    "SAMPLERS",
+    "SampleResult",
+    "decode",
+    "expected_nfe",
+    "ode_drift",
+    "sample",
+    "seed_generator",
+    "solve",
+    "time_grid",
+]
