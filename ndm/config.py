@@ -155,7 +155,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        return config_hash(self.to_dict())
+        d = self.to_dict()
+        for (section, key), default in HASH_OMIT_AT_DEFAULT.items():
+            if d[section].get(key, default) == default:
+                d[section].pop(key, None)
+        return config_hash(d)
+
+
+# Options added after results existed are left out of the hash while at their defaults, so
+# that adding an option does not invalidate (retrain) every finished run.
+HASH_OMIT_AT_DEFAULT: dict[tuple[str, str], Any] = {
+    ("model", "transform_time"): "jvp",
+    ("model", "transform_rank"): 4,
+}
 
 
 def config_hash(obj: Any) -> str:
@@ -244,6 +256,8 @@ def validate_values(run: RunConfig, where: str) -> None:
         (m.variant in VARIANTS, f"{where}.model.variant: unknown variant {m.variant!r}; choose one of {sorted(VARIANTS)}"),
         (m.parameterization in ("eps", "x", "v"), f"{where}.model.parameterization must be eps, x or v"),
         (m.network.kind in ("unet", "mlp"), f"{where}.model.network.kind must be unet or mlp"),
+        (m.transform_time in ("jvp", "separable"), f"{where}.model.transform_time must be jvp or separable, got {m.transform_time!r}"),
+        (m.transform_rank >= 1, f"{where}.model.transform_rank must be >= 1, got {m.transform_rank}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .schedules import Schedule, ScheduleValues
-from .transforms import Transform
+from .transforms import SeparableTransform, Transform
 
 PARAMETERIZATIONS = ("eps", "x", "v")
 
@@ -97,6 +97,10 @@ class DiffusionModel(nn.Module):
         self.event_shape = tuple(event_shape)
         self.levels = levels
         self.parameterization = parameterization
+        # Mixed precision for the x_hat network only (None = off). Not for F: the loss weights
+        # dF/dt errors by SNR(t) / gamma'(t) (~3e4 at t = 0 for VDM's schedule), so bf16's 2^-8
+        # rounding of F's output would dominate the loss at low noise (docs/performance.md).
+        self.x_hat_autocast: torch.dtype | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -128,8 +132,16 @@ class DiffusionModel(nn.Module):
         v:   x_hat = alpha z / (alpha^2 + sigma^2) + sigma / sqrt(alpha^2 + sigma^2) NN(z, t),
              the linear skip that is optimal for unit-variance data plus a scaled
              residual; for variance-preserving schedules this is v-prediction.
+
+        With `x_hat_autocast` set (train.precision bf16) the network runs under autocast in
+        that dtype and its output is cast back; F and the loss stay in the model's dtype.
         """
-        out = self.net(z, t)
+        if self.x_hat_autocast is not None:
+            with torch.autocast(z.device.type, dtype=self.x_hat_autocast):
+                out = self.net(z, t)
+            out = out.to(z.dtype)
+        else:
+            out = self.net(z, t)
         if self.parameterization == "x":
             return out
         v = self.values(t) if v is None else v
@@ -178,32 +190,51 @@ class DiffusionModel(nn.Module):
         }
 
     # ---------------------------------------------------------- NELBO terms
-    def reconstruction_loss(self, x: Tensor, eps: Tensor) -> Tensor:
+    def reconstruction_loss(self, x: Tensor, eps: Tensor, f0: Tensor | None = None) -> Tensor:
         """E_q[-log p(x | z_0)] (one sample), nats per example.
 
         The decoder reads x off z_0: its mean is z_0 / alpha_0 when F(x, 0) = x (VDM's
         decoder), else x_hat(z_0, 0); its scale is sigma_0 / alpha_0. For data with K
         levels it is a categorical over the levels with logits -(mean - x_k)^2 / (2 scale^2)
-        (VDM); for continuous data a Gaussian density.
+        (VDM); for continuous data a Gaussian density. f0: F(x, 0) when the caller has it.
         """
         t0 = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         v0 = self.values(t0)
-        z0 = self._bc(v0.alpha) * self.transform(x, t0) + self._bc(v0.sigma) * eps
-        if self.transform.identity_at_zero:
+        if self.transform.identity_at_zero:  # F(x, 0) = x by construction: no F network pass
+            z0 = self._bc(v0.alpha) * x + self._bc(v0.sigma) * eps
             mean = z0 / self._bc(v0.alpha)
         else:
+            z0 = self._bc(v0.alpha) * (self.transform(x, t0) if f0 is None else f0) + self._bc(v0.sigma) * eps
             mean = self.x_hat(z0, t0, v0)
         scale = self._bc(v0.sigma / v0.alpha)
         if self.levels is None:
             nll = 0.5 * ((x - mean) / scale) ** 2 + torch.log(scale) + 0.5 * math.log(2 * math.pi)
             return self._sum(nll)
-        return self._sum(discretized_nll(x, mean, scale, self.levels))
+        return self._sum(discretized_nll(x, mean, scale, self.levels, max_scale=self.reconstruction_scale_bound()))
 
-    def prior_loss(self, x: Tensor) -> Tensor:
-        """KL(q(z_1 | x) || N(0, I)) = 1/2 sum (sigma_1^2 + alpha_1^2 F(x,1)^2 - 1 - log sigma_1^2)."""
+    def reconstruction_scale_bound(self) -> float | None:
+        """sigma_0 / alpha_0 = exp(gamma(0) / 2) as a Python float for a fixed schedule (computed
+        once on the CPU, so the reconstruction term's window needs no host-device sync); None
+        for a learned schedule, whose gamma(0) is a parameter on the device."""
+        if self.schedule.learned or any(True for _ in self.schedule.parameters()):
+            return None
+        cached = getattr(self, "_scale_bound_cache", None)
+        if cached is None:  # one sync, once (fixed schedules hold no tensors, so this is CPU work)
+            buffers = list(self.schedule.buffers())
+            t0 = torch.zeros(1, dtype=torch.float64, device=buffers[0].device if buffers else "cpu")
+            v0 = self.schedule.values(t0)
+            cached = float((v0.sigma / v0.alpha)[0]) * (1.0 + 1e-6)
+            self._scale_bound_cache = cached
+        return cached
+
+    def prior_loss(self, x: Tensor, f1: Tensor | None = None) -> Tensor:
+        """KL(q(z_1 | x) || N(0, I)) = 1/2 sum (sigma_1^2 + alpha_1^2 F(x,1)^2 - 1 - log sigma_1^2).
+
+        f1: F(x, 1) when the caller already has it (nelbo gets it from the diffusion term's pass).
+        """
         t1 = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         v1 = self.values(t1)
-        f1 = self.transform(x, t1)
+        f1 = self.transform(x, t1) if f1 is None else f1
         s2 = self._bc(v1.sigma**2)
         kl = 0.5 * (s2 + self._bc(v1.alpha**2) * f1**2 - 1.0 - torch.log(s2))
         return self._sum(kl)
@@ -214,19 +245,42 @@ class DiffusionModel(nn.Module):
         """Continuous-time diffusion term at times t (one sample each); returns (L_diff, x_hat).
 
         L_diff = SNR(t) / (2 gamma') || gamma' dF - d/dt dF ||^2 with dF = F(x,t) - F(x_hat,t),
-        dF/dt at fixed x = x_hat through one batched JVP over (x, x_hat).
+        dF/dt at fixed x and at fixed x = x_hat: one forward-mode pass in t at each point (the
+        pass at x also gives the F(x, t) of z_t, so no point is evaluated twice).
+        """
+        loss, x_hat, _ = self._diffusion_terms(x, t, eps, variance_box)
+        return loss, x_hat
+
+    def _diffusion_terms(
+        self,
+        x: Tensor,
+        t: Tensor,
+        eps: Tensor,
+        variance_box: dict | None = None,
+        t_prior: Tensor | None = None,
+        f_static: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """diffusion_loss, plus F(x, t_prior) when asked (a separable F gives it from the same pass).
+
+        f_static: F(x) of a time-independent F (the caller's one pass serves every t).
         """
         v = self.schedule.values(t, variance_box)
-        z = self._bc(v.alpha) * self.transform(x, t) + self._bc(v.sigma) * eps
-        x_hat = self.x_hat(z, t, v)
         if self.transform.is_identity:
-            return 0.5 * v.snr * v.dgamma * self._sum((x - x_hat) ** 2), x_hat
-        both_f, both_df = self.transform.with_time_derivative(torch.cat([x, x_hat]), torch.cat([t, t]))
-        n = x.shape[0]
-        delta_f = both_f[:n] - both_f[n:]
-        delta_df = both_df[:n] - both_df[n:]
-        resid = self._bc(v.dgamma) * delta_f - delta_df
-        return 0.5 * v.snr / v.dgamma * self._sum(resid**2), x_hat
+            z = self._bc(v.alpha) * x + self._bc(v.sigma) * eps
+            x_hat = self.x_hat(z, t, v)
+            return 0.5 * v.snr * v.dgamma * self._sum((x - x_hat) ** 2), x_hat, (None if t_prior is None else x)
+        f_prior = None
+        if f_static is not None:
+            f_x, df_x, f_prior = f_static, torch.zeros_like(f_static), (None if t_prior is None else f_static)
+        elif t_prior is None:
+            f_x, df_x = self.transform.with_time_derivative(x, t)
+        else:
+            f_x, df_x, f_prior = self.transform.with_time_derivative_and_value(x, t, t_prior)
+        z = self._bc(v.alpha) * f_x + self._bc(v.sigma) * eps
+        x_hat = self.x_hat(z, t, v)
+        f_hat, df_hat = self.transform.with_time_derivative(x_hat, t)
+        resid = self._bc(v.dgamma) * (f_x - f_hat) - (df_x - df_hat)
+        return 0.5 * v.snr / v.dgamma * self._sum(resid**2), x_hat, f_prior
 
     def diffusion_kl_step(self, x: Tensor, i: Tensor, n_steps: int, eps: Tensor) -> Tensor:
         """KL(q(z_s|z_t,x) || p(z_s|z_t)) for step i in 1..T (s = (i-1)/T, t = i/T), one z_t sample."""
@@ -266,8 +320,10 @@ class DiffusionModel(nn.Module):
         """
         b = x.shape[0]
         eps0, eps_t = torch.randn_like(x), torch.randn_like(x)
-        recon = self.reconstruction_loss(x, eps0)
-        prior = self.prior_loss(x)
+        # A time-independent learned F (ndm-latent): one pass gives F(x) for every t.
+        f_static = self.transform(x, torch.zeros(b, dtype=x.dtype, device=x.device)) if not self.transform.time_dependent else None
+        recon = self.reconstruction_loss(x, eps0, f0=f_static)
+        f1 = f_static
         if n_steps is None:
             weight = None
             if t is None:
@@ -276,14 +332,21 @@ class DiffusionModel(nn.Module):
                     from .schedules import invert_gamma
 
                     with torch.no_grad():
-                        ends = self.values(torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype)).gamma
+                        # linspace, not torch.tensor([0, 1]): created on the device, no host copy (a sync)
+                        ends = self.values(torch.linspace(0.0, 1.0, 2, device=x.device, dtype=x.dtype)).gamma
                         t = invert_gamma(self.schedule, ends[0] + t * (ends[1] - ends[0]))
                         weight = (ends[1] - ends[0]) / self.values(t).dgamma
-            diff, _ = self.diffusion_loss(x, t, eps_t, variance_box)
+            # F(x, 1) of the prior term comes with the diffusion term's F pass when that is free.
+            t1 = torch.ones(b, dtype=x.dtype, device=x.device) if isinstance(self.transform, SeparableTransform) else None
+            if f_static is None:
+                diff, _, f1 = self._diffusion_terms(x, t, eps_t, variance_box, t_prior=t1)
+            else:
+                diff, _, _ = self._diffusion_terms(x, t, eps_t, variance_box, f_static=f_static)
             if weight is not None:
                 diff = diff * weight
         else:
             diff = self.diffusion_loss_discrete(x, n_steps, eps_t)
+        prior = self.prior_loss(x, f1)
         return NelboTerms(recon, diff, prior)
 
     def training_loss(
@@ -302,17 +365,22 @@ class DiffusionModel(nn.Module):
         return terms.total.mean() * scale, terms
 
 
-def discretized_nll(x: Tensor, mean: Tensor, scale: Tensor, levels: int) -> Tensor:
+def discretized_nll(x: Tensor, mean: Tensor, scale: Tensor, levels: int, max_scale: float | None = None) -> Tensor:
     """-log p(v | mean) per dimension for a categorical over K levels with Gaussian-shaped logits.
 
     logits_k = -(mean - x_k)^2 / (2 scale^2), x_k = 2 (k + 1/2) / K - 1, v the level of x.
     Only levels within 10 scales of the mean (plus one bin) carry weight above e^-45 of
     the largest, so the normaliser is summed over that window: exact to float precision
     and O(window) memory instead of O(K).
+
+    max_scale: an upper bound on scale as a Python float (fixed schedules know it); without
+    it the window is read off the scale tensor, a host-device sync on a GPU.
     """
     v = data_to_levels(x, levels)
     bin_width = 2.0 / levels
-    half = int(min(levels, math.ceil(10.0 * float(scale.detach().max()) / bin_width) + 1))
+    if max_scale is None:
+        max_scale = float(scale.detach().max())
+    half = int(min(levels, math.ceil(10.0 * max_scale / bin_width) + 1))
     center = data_to_levels(mean.detach(), levels)
     offsets = torch.arange(-half, half + 1, device=x.device)
     k = center.unsqueeze(-1) + offsets  # (..., W)

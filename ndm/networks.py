@@ -90,28 +90,32 @@ def _dsilu(a: Tensor, da: Tensor | None) -> tuple[Tensor, Tensor | None]:
     return y, da * (s + y * (1.0 - s))
 
 
-def _dnorm(h: Tensor, dh: Tensor | None, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, channel_dim: int) -> tuple[Tensor, Tensor | None]:
+def _dnorm(h: Tensor, dh: Tensor, groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, channel_dim: int) -> tuple[Tensor, Tensor]:
     """Group norm (channel_dim 1, GroupNorm) or layer norm (groups 1, channel_dim -1, LayerNorm):
-    n = (h - mean) rstd per group, dn = rstd (dh - mean(dh) - n mean(n dh))."""
+    n = (h - mean) rstd per group, dn = rstd (dh - mean(dh) - n mean(n dh)).
+
+    For group norm n, mean and rstd come from the fused native kernel (differentiable in all
+    three outputs), 2-3x faster on CPU than var_mean plus elementwise ops.
+    """
     b = h.shape[0]
     if channel_dim == 1:
-        hg, dhg = h.reshape(b, groups, -1), (None if dh is None else dh.reshape(b, groups, -1))
-        affine_shape = (1, h.shape[1]) + (1,) * (h.dim() - 2)
+        c = h.shape[1]
+        n, _, rstd = torch.ops.aten.native_group_norm(h, None, None, b, c, h[0, 0].numel(), groups, eps)
+        ng, dhg, rstd = n.reshape(b, groups, -1), dh.reshape(b, groups, -1), rstd.view(b, groups, 1)
+        affine_shape = (1, c) + (1,) * (h.dim() - 2)
     else:
-        hg, dhg = h, dh
+        # Not native_layer_norm: its backward drops the gradients of its mean and rstd outputs
+        # (torch 2.14; the same bug makes backward through torch.func.jvp of LayerNorm wrong).
+        var, mean = torch.var_mean(h, dim=-1, unbiased=False, keepdim=True)
+        rstd = torch.rsqrt(var + eps)
+        n = (h - mean) * rstd
+        ng, dhg = n, dh
         affine_shape = (h.shape[-1],)
-    var, mean = torch.var_mean(hg, dim=-1, unbiased=False, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    n = (hg - mean) * rstd
-    dn = None
-    if dhg is not None:
-        dn = rstd * (dhg - dhg.mean(-1, keepdim=True) - n * (n * dhg).mean(-1, keepdim=True))
-    n = n.reshape(h.shape)
-    dn = None if dn is None else dn.reshape(h.shape)
+    dn = (rstd * (dhg - dhg.mean(-1, keepdim=True) - ng * (ng * dhg).mean(-1, keepdim=True))).reshape(h.shape)
     if weight is not None:
         w = weight.view(affine_shape)
         n = torch.addcmul(bias.view(affine_shape), n, w) if bias is not None else n * w
-        dn = None if dn is None else dn * w
+        dn = dn * w
     elif bias is not None:
         n = n + bias.view(affine_shape)
     return n, dn
@@ -178,6 +182,20 @@ class ResBlock(nn.Module):
         r = self.conv2(self.dropout(tnf.silu(self.norm2(r))))
         return self.skip(h) + r
 
+    def forward_dual(self, h: Tensor, dh: Tensor | None, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
+        r, dr = _dsilu(*_dgroup_norm(self.norm1, h, dh))
+        r, dr = _dlinear(self.conv1, r, dr)
+        e, de = _dlinear(self.emb, *_dsilu(emb, demb))
+        r = r + e[:, :, None, None]
+        dr = de[:, :, None, None].expand_as(r) if dr is None else dr + de[:, :, None, None]
+        r, dr = _dsilu(*_dgroup_norm(self.norm2, r, dr))
+        r, dr = _dlinear(self.conv2, *_ddropout(self.dropout, r, dr))
+        if isinstance(self.skip, nn.Identity):
+            s, ds = h, dh
+        else:
+            s, ds = _dlinear(self.skip, h, dh)
+        return s + r, (dr if ds is None else ds + dr)
+
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over spatial positions (written out for forward-mode AD)."""
@@ -195,11 +213,30 @@ class AttnBlock(nn.Module):
         out = torch.einsum("bij,bcj->bci", attn, v).reshape(b, c, hh, ww)
         return h + self.proj(out)
 
+    def forward_dual(self, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if dh is None:
+            return self(h), None
+        b, c, hh, ww = h.shape
+        qkv, dqkv = _dlinear(self.qkv, *_dgroup_norm(self.norm, h, dh))
+        q, k, v = qkv.reshape(b, 3, c, hh * ww).unbind(1)
+        dq, dk, dv = dqkv.reshape(b, 3, c, hh * ww).unbind(1)
+        scale = 1.0 / math.sqrt(c)
+        attn = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * scale, dim=-1)
+        dlogits = (torch.einsum("bci,bcj->bij", dq, k) + torch.einsum("bci,bcj->bij", q, dk)) * scale
+        # softmax's Jacobian is symmetric: its JVP is its VJP.
+        dattn = torch.ops.aten._softmax_backward_data(dlogits, attn, -1, attn.dtype)
+        out = torch.einsum("bij,bcj->bci", attn, v).reshape(b, c, hh, ww)
+        dout = (torch.einsum("bij,bcj->bci", dattn, v) + torch.einsum("bij,bcj->bci", attn, dv)).reshape(b, c, hh, ww)
+        out, dout = _dlinear(self.proj, out, dout)
+        return h + out, dh + dout
+
 
 class UNet(nn.Module):
     """DDPM-style U-Net: residual blocks, attention at low resolution, time embedding."""
 
-    def __init__(self, in_channels: int, resolution: int, cfg: NetworkConfig, levels: int | None = None):
+    supports_time_derivative = True  # forward(x, t, time_derivative=True) -> (out, d out / dt)
+
+    def __init__(self, in_channels: int, resolution: int, cfg: NetworkConfig, levels: int | None = None, out_channels: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.levels = levels
@@ -242,9 +279,11 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_cur, c_cur, 3, padding=1)]))
                 res *= 2
         self.norm_out = nn.GroupNorm(_groups(c_cur), c_cur)
-        self.conv_out = _zero(nn.Conv2d(c_cur, in_channels, 3, padding=1))
+        self.conv_out = _zero(nn.Conv2d(c_cur, out_channels or in_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if time_derivative:
+            return self._forward_dual(x, t)
         emb = self.emb(timestep_embedding(t, self.cfg.channels))
         h = x
         if self.n_fourier:
@@ -264,11 +303,50 @@ class UNet(nn.Module):
                 h = block(h, emb) if isinstance(block, ResBlock) else block(h)
         return self.conv_out(tnf.silu(self.norm_out(h)))
 
+    def _forward_dual(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(NN(x, t), d/dt NN(x, t)) at fixed x: forward-mode AD in t, written out per layer."""
+        emb, demb = _dsequential_mlp(self.emb, *timestep_embedding_and_derivative(t, self.cfg.channels))
+        h = x
+        if self.n_fourier:
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=1, levels=self.levels)], dim=1)
+        h, dh = self.conv_in(h), None  # no t-path before the first time embedding
+        skips = [(h, dh)]
+
+        def run(block: nn.Module, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
+            if isinstance(block, ResBlock):
+                return block.forward_dual(h, dh, emb, demb)
+            if isinstance(block, AttnBlock):
+                return block.forward_dual(h, dh)
+            if isinstance(block, nn.Conv2d):
+                return _dlinear(block, h, dh)
+            if isinstance(block, nn.Upsample):
+                return block(h), (None if dh is None else block(dh))
+            raise TypeError(f"no tangent rule for {type(block).__name__}")
+
+        for blocks in self.down:
+            for block in blocks:
+                h, dh = run(block, h, dh)
+            skips.append((h, dh))
+        for block in self.mid:
+            h, dh = run(block, h, dh)
+        for blocks in self.up:
+            if isinstance(blocks[0], ResBlock):
+                s, ds = skips.pop()
+                if dh is not None or ds is not None:
+                    dh = torch.cat([torch.zeros_like(h) if dh is None else dh, torch.zeros_like(s) if ds is None else ds], dim=1)
+                h = torch.cat([h, s], dim=1)
+            for block in blocks:
+                h, dh = run(block, h, dh)
+        h, dh = _dsilu(*_dgroup_norm(self.norm_out, h, dh))
+        return _dlinear(self.conv_out, h, dh)
+
 
 class MLP(nn.Module):
     """Residual MLP for vector data (toy2d, gaussian), or small images flattened (8x8 digits)."""
 
-    def __init__(self, dim: int, cfg: NetworkConfig, levels: int | None = None):
+    supports_time_derivative = True  # forward(x, t, time_derivative=True) -> (out, d out / dt)
+
+    def __init__(self, dim: int, cfg: NetworkConfig, levels: int | None = None, out_dim: int | None = None):
         super().__init__()
         self.cfg = cfg
         self.levels = levels
@@ -282,9 +360,11 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList()
         for _ in range(cfg.depth):
             self.blocks.append(nn.ModuleDict({"norm": nn.LayerNorm(hidden), "l1": nn.Linear(hidden, hidden), "l2": nn.Linear(hidden, hidden), "e": nn.Linear(hidden, hidden)}))
-        self.out = _zero(nn.Linear(hidden, dim))
+        self.out = _zero(nn.Linear(hidden, out_dim or dim))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if time_derivative:
+            return self._forward_dual(x, t)
         h = x
         if self.cfg.fourier_features:
             h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=-1, levels=self.levels)], dim=-1)
@@ -294,6 +374,21 @@ class MLP(nn.Module):
             r = tnf.silu(b["l1"](tnf.silu(b["norm"](h))) + b["e"](emb))
             h = h + b["l2"](r)
         return self.out(tnf.silu(h))
+
+    def _forward_dual(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(NN(x, t), d/dt NN(x, t)) at fixed x: forward-mode AD in t, written out per layer."""
+        h = x
+        if self.cfg.fourier_features:
+            h = torch.cat([x, fourier_features(x, *self.cfg.fourier_features, dim=-1, levels=self.levels)], dim=-1)
+        h, dh = self.inp(h), None
+        emb, demb = _dsequential_mlp(self.emb, *timestep_embedding_and_derivative(t, self.cfg.hidden))
+        for b in self.blocks:
+            r, dr = _dlinear(b["l1"], *_dsilu(*_dlayer_norm(b["norm"], h, dh)))
+            e, de = _dlinear(b["e"], emb, demb)
+            r, dr = _dsilu(r + e, de if dr is None else dr + de)
+            r, dr = _dlinear(b["l2"], r, dr)
+            h, dh = h + r, (dr if dh is None else dh + dr)
+        return _dlinear(self.out, *_dsilu(h, dh))
 
 
 class Flattened(nn.Module):
@@ -305,19 +400,30 @@ class Flattened(nn.Module):
         self.net = net
         self.event_shape = event_shape
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.net(x.flatten(1), t).view(x.shape[0], *self.event_shape)
+    @property
+    def supports_time_derivative(self) -> bool:
+        return getattr(self.net, "supports_time_derivative", False)
+
+    def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        if time_derivative:
+            out, dout = self.net(x.flatten(1), t, time_derivative=True)
+            return out.view(x.shape[0], -1, *self.event_shape[1:]), dout.view(x.shape[0], -1, *self.event_shape[1:])
+        return self.net(x.flatten(1), t).view(x.shape[0], -1, *self.event_shape[1:])
 
 
-def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int | None = None) -> nn.Module:
+def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int | None = None, out_multiplier: int = 1) -> nn.Module:
     """The network for data of shape event_shape: kind unet for (C, H, W) images, kind mlp for
-    vectors (D,) or for images flattened."""
+    vectors (D,) or for images flattened.
+
+    out_multiplier k: k outputs per input channel (images) or dimension (vectors), e.g. the k
+    spatial factors G_k(x) of the time-separable F (ndm.transforms.SeparableTransform).
+    """
     if cfg.kind == "unet":
         if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
             raise ValueError(f"the U-Net needs square images (C, H, H), got event shape {event_shape}")
-        return UNet(event_shape[0], event_shape[1], cfg, levels)
+        return UNet(event_shape[0], event_shape[1], cfg, levels, out_channels=event_shape[0] * out_multiplier)
     if cfg.kind == "mlp":
         dim = int(math.prod(event_shape))
-        mlp = MLP(dim, cfg, levels)
+        mlp = MLP(dim, cfg, levels, out_dim=dim * out_multiplier)
         return mlp if len(event_shape) == 1 else Flattened(mlp, tuple(event_shape))
     raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet' or 'mlp'")

@@ -67,6 +67,11 @@ class ModelConfig:
     parameterization: str = "v"  # eps | x | v (eps only for F = identity)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     transform_network: NetworkConfig | None = None  # defaults to `network` (same family and size)
+    # How a learned time-dependent F (variants ndm, ndm-vdm) is built: "jvp" = the paper's
+    # F(x,t) = x + t NN(x,t), dF/dt by forward-mode AD; "separable" = F(x,t) = x + t sum_k
+    # cos(k pi t) G_k(x), k < transform_rank, dF/dt exact and nearly free (docs/performance.md).
+    transform_time: str = "jvp"
+    transform_rank: int = 4
     blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
     flow_eps: float = 1e-3
 

@@ -207,6 +207,13 @@ def train(
     model = build_model(run.model, event_shape, levels).to(device)
     if tc.channels_last and len(event_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
+    if tc.compile:
+        # In place (Module.compile), so state_dict keys and checkpoints are unchanged. The F
+        # network's dF/dt is its own forward-mode pass (plain ops), which compiles; see
+        # docs/performance.md for what was measured.
+        model.net.compile()
+        if model.transform.learned:
+            model.transform.net.compile()
     ema = build_model(run.model, event_shape, levels).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -255,11 +262,11 @@ def train(
             ckpt_path,
         )
 
-    autocast = (
-        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        if tc.precision == "bf16" and device.type == "cuda"
-        else nullcontext()
-    )
+    # bf16 on a GPU: autocast for the x_hat network only. F, its dF/dt and the loss stay in
+    # fp32: the loss weights errors in dF/dt by SNR/gamma' (docs/performance.md).
+    autocast = nullcontext()
+    if tc.precision == "bf16" and device.type == "cuda":
+        model.x_hat_autocast = torch.bfloat16
     n_steps = None if tc.loss == "continuous" else tc.loss_steps
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
@@ -291,7 +298,9 @@ def train(
     with preemption_signals() as sig:
         steps_this_call = 0
         while step < tc.steps:
-            idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=data_gen).to(device)
+            idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=data_gen)
+            # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
+            idx = idx.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else idx.to(device)
             x = x_train[idx]
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, run)
@@ -299,7 +308,7 @@ def train(
                 loss, terms = model.training_loss(x, n_steps, tc.time_sampling)
             if nan_at_step is not None and step == nan_at_step:
                 loss = loss * torch.nan
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), torch.tensor(step, device=device), first_bad)
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)  # a Python scalar: no host-to-device copy
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))

@@ -5,9 +5,15 @@
 - latent:    F(x, t) = E_phi(x) = x + NN_phi(x) (time independent; latent-diffusion style)
 - blur:      F(x, t) = C_t x                  (fixed linear heat dissipation in the DCT basis,
                                               blurring-diffusion style; F(x, 0) = x)
+- separable: F(x, t) = x + t sum_k c_k(t) G_phi,k(x), c_k(t) = cos(k pi t)
+                                             (ModelConfig.transform_time = "separable": a
+                                              time-separable NDM F whose dF/dt is exact and
+                                              nearly free; one G pass gives F and dF/dt at
+                                              every t, see docs/performance.md)
 
-Every transformation gives F and dF/dt at fixed x; the default dF/dt is one forward-mode
-JVP in t (torch.func.jvp), exact and a single pass.
+Every transformation gives F and dF/dt at fixed x. The default dF/dt is one forward-mode
+JVP in t: for the U-Net and MLP written out per layer (`net(x, t, time_derivative=True)`,
+ndm/networks.py), for any other network torch.func.jvp; both exact and a single pass.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ class Transform(nn.Module):
             return f, torch.zeros_like(f)
         return torch.func.jvp(lambda tt: self(x, tt), (t,), (torch.ones_like(t),))
 
+    def with_time_derivative_and_value(self, x: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """F(x, t), dF/dt(x, t) and F(x, s) (the NELBO's prior term needs F(x, 1)); a
+        transform that gets them from one pass (SeparableTransform) overrides this."""
+        f, df = self.with_time_derivative(x, t)
+        return f, df, self(x, s)
+
 
 class IdentityTransform(Transform):
     is_identity = True
@@ -64,9 +76,82 @@ class NeuralTransform(Transform):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        # "manual": the network's own forward-mode pass when it has one (U-Net, MLP), else
+        # torch.func.jvp; "functorch": always torch.func.jvp (the reference; benchmarks).
+        self.tangent = "manual"
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return x + _bc(t, x) * self.net(x, t)
+    def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        tb = _bc(t, x)
+        if time_derivative:  # d/dt [x + t NN(x, t)] = NN + t dNN/dt
+            out, dout = self.net(x, t, time_derivative=True)
+            return x + tb * out, out + tb * dout
+        return x + tb * self.net(x, t)
+
+    def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # Through self(...) so that forward hooks (ndm.sampling.EvalCounter) see the call.
+        if self.tangent == "manual" and getattr(self.net, "supports_time_derivative", False):
+            return self(x, t, time_derivative=True)
+        return super().with_time_derivative(x, t)
+
+
+class SeparableTransform(Transform):
+    """A time-separable learned F(x, t) = x + t sum_{k<K} c_k(t) G_phi,k(x), c_k(t) = cos(k pi t).
+
+    G is one network (the same family and size as NeuralTransform's) with K outputs per
+    channel, run once per x (its time input is held at 0). Then for every t
+        F(x, t)  = x + sum_k u_k(t) G_k(x),       u_k(t) = t cos(k pi t),
+        dF/dt    = sum_k u_k'(t) G_k(x),          u_k'(t) = cos(k pi t) - k pi t sin(k pi t),
+    exact, from the same G pass: the continuous-time loss needs G at x and at x_hat only
+    (F(x, t), dF/dt and the prior's F(x, 1) all come from G(x)), where the JVP form needs a
+    forward-mode pass through F at both points plus F(x, 1). F(x, 0) = x as for the JVP form,
+    and the zero-initialised last layer makes a fresh model its F = identity special case.
+    It is a different (rank-K in time) family than F = x + t NN(x, t): an option
+    (ModelConfig.transform_time = "separable"), not the paper's default.
+    """
+
+    learned = True
+
+    def __init__(self, net: nn.Module, rank: int):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"the separable transform needs rank >= 1, got {rank}")
+        self.net = net
+        self.rank = int(rank)
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """u_k(t) = t cos(k pi t) and u_k'(t), each (B, K)."""
+        k = torch.arange(self.rank, device=t.device, dtype=t.dtype) * math.pi
+        kt = t.unsqueeze(-1) * k
+        c = torch.cos(kt)
+        return t.unsqueeze(-1) * c, c - kt * torch.sin(kt)
+
+    def factors(self, x: Tensor) -> Tensor:
+        """G(x) as (B, K, *event_shape)."""
+        g = self.net(x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype))
+        return g.reshape(x.shape[0], self.rank, *x.shape[1:])
+
+    @staticmethod
+    def _combine(u: Tensor, g: Tensor) -> Tensor:
+        return torch.einsum("bk,bk...->b...", u, g)
+
+    def forward(
+        self, x: Tensor, t: Tensor, time_derivative: bool = False, also_at: Tensor | None = None
+    ) -> Tensor | tuple[Tensor, ...]:
+        g = self.factors(x)
+        u, du = self.coefficients(t)
+        f = x + self._combine(u, g)
+        if not time_derivative:
+            return f
+        out = (f, self._combine(du, g))
+        if also_at is not None:
+            out = out + (x + self._combine(self.coefficients(also_at)[0], g),)
+        return out
+
+    def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self(x, t, time_derivative=True)
+
+    def with_time_derivative_and_value(self, x: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self(x, t, time_derivative=True, also_at=s)
 
 
 class LatentTransform(Transform):
@@ -155,3 +240,4 @@ class BlurTransform(Transform):
 
 
 TRANSFORMS = ("identity", "neural", "latent", "blur")
+TRANSFORM_TIME = ("jvp", "separable")  # how a learned time-dependent F gets dF/dt (ModelConfig.transform_time)

@@ -12,7 +12,7 @@ from .diffusion import DiffusionModel
 from .networks import build_network
 from .schedules import build_schedule
 from .specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
-from .transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, Transform
+from .transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
 
 __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant", "build_model", "build_transform"]
 
@@ -20,6 +20,11 @@ __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant",
 def build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...], levels: int | None = None) -> Transform:
     if kind == "identity":
         return IdentityTransform()
+    if kind == "neural" and cfg.transform_time == "separable":
+        net = build_network(cfg.transform_network or cfg.network, event_shape, levels, out_multiplier=cfg.transform_rank)
+        return SeparableTransform(net, cfg.transform_rank)
+    if kind == "neural" and cfg.transform_time != "jvp":
+        raise ValueError(f"model.transform_time must be 'jvp' or 'separable', got {cfg.transform_time!r}")
     if kind in ("neural", "latent"):
         net = build_network(cfg.transform_network or cfg.network, event_shape, levels)
         return NeuralTransform(net) if kind == "neural" else LatentTransform(net)
