@@ -101,6 +101,15 @@ class DiffusionModel(nn.Module):
         # dF/dt errors by SNR(t) / gamma'(t) (~3e4 at t = 0 for VDM's schedule), so bf16's 2^-8
         # rounding of F's output would dominate the loss at low noise (docs/performance.md).
         self.x_hat_autocast: torch.dtype | None = None
+        # When F(x, 0) != x (ndm-latent) the decoder reads x off z_0 through x_hat(z_0, 0),
+        # which cannot invert F to within sigma_0 / alpha_0 (1e-3 for VDM's schedule): a
+        # decoder of that width would put almost no mass on the right level. Any p(x | z_0)
+        # keeps the bound valid, so such models learn the decoder's extra width s_dec:
+        # scale^2 = (sigma_0 / alpha_0)^2 + s_dec^2, initialised at one bin (or 0.1).
+        self.decoder_log_scale: nn.Parameter | None = None
+        if not transform.identity_at_zero:
+            init = 2.0 / levels if levels else 0.1
+            self.decoder_log_scale = nn.Parameter(torch.tensor(math.log(init)))
 
     # ------------------------------------------------------------------ basics
     @property
@@ -207,6 +216,8 @@ class DiffusionModel(nn.Module):
             z0 = self._bc(v0.alpha) * (self.transform(x, t0) if f0 is None else f0) + self._bc(v0.sigma) * eps
             mean = self.x_hat(z0, t0, v0)
         scale = self._bc(v0.sigma / v0.alpha)
+        if self.decoder_log_scale is not None:
+            scale = torch.sqrt(scale**2 + torch.exp(2.0 * self.decoder_log_scale).to(scale.dtype))
         if self.levels is None:
             nll = 0.5 * ((x - mean) / scale) ** 2 + torch.log(scale) + 0.5 * math.log(2 * math.pi)
             return self._sum(nll)
@@ -216,7 +227,7 @@ class DiffusionModel(nn.Module):
         """sigma_0 / alpha_0 = exp(gamma(0) / 2) as a Python float for a fixed schedule (computed
         once on the CPU, so the reconstruction term's window needs no host-device sync); None
         for a learned schedule, whose gamma(0) is a parameter on the device."""
-        if self.schedule.learned or any(True for _ in self.schedule.parameters()):
+        if self.schedule.learned or any(True for _ in self.schedule.parameters()) or self.decoder_log_scale is not None:
             return None
         cached = getattr(self, "_scale_bound_cache", None)
         if cached is None:  # one sync, once (fixed schedules hold no tensors, so this is CPU work)

@@ -311,7 +311,7 @@ def build_schedule(
 
 
 @torch.no_grad()
-def invert_gamma(schedule: Schedule, gamma_target: Tensor, grid_size: int = 4097, newton_steps: int = 6) -> Tensor:
+def invert_gamma(schedule: Schedule, gamma_target: Tensor, grid_size: int = 257, newton_steps: int = 8) -> Tensor:
     """t with gamma(t) = gamma_target (every schedule is increasing in t).
 
     A grid of gamma values brackets each target, linear interpolation starts Newton's
