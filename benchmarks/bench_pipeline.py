@@ -162,7 +162,10 @@ def summarize(bench: dict[str, list[dict]], log: dict | None, cores: int | None)
     if log is not None:  # rules without a benchmark TSV (report, all): times from the log
         from_log: dict[str, list[float]] = {}
         for job in log["jobs"].values():
-            if job["rule"] and job["start"] and job["end"] and job["rule"] not in rules:
+            # A rule declared per dataset (evaluate_samples_<dataset>) writes its TSVs under
+            # the family's directory (benchmarks/evaluate_samples/): already counted there.
+            timed = job["rule"] in rules or any(job["rule"].startswith(f"{family}_") for family in bench)
+            if job["rule"] and job["start"] and job["end"] and not timed:
                 from_log.setdefault(job["rule"], []).append((job["end"] - job["start"]).total_seconds())
         for rule, walls in from_log.items():
             rules[rule] = {"jobs": len(walls), "wall_s": sum(walls), "longest_job_s": max(walls), "longest_job": None,

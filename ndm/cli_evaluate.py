@@ -155,18 +155,22 @@ def _likelihood_metrics(out: dict) -> dict[str, float]:
 def _grid_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model", required=True)
-    p.add_argument("--sampler", required=True)
-    p.add_argument("--out-dir", required=True, help="directory for steps<N>.npz files")
+    p.add_argument("--sampler", required=True, nargs="+", help="one or more samplers (eval.sample_jobs: per_model)")
+    p.add_argument("--out-dir", required=True, nargs="+", help="directory for steps<N>.npz files, one per --sampler")
 
 
-@command("sample-grid", "samples of a model with one sampler at every configured step count")(_grid_args)
+@command("sample-grid", "samples of a model with one or more samplers at every configured step count")(_grid_args)
 def cmd_grid(args: argparse.Namespace) -> int:
     from .config import load_yaml
     from .evaluate import sample_grid
 
     _threads(args)
-    files = sample_grid(args.model, load_yaml(args.config), args.sampler, args.out_dir, device=_device(args.device), progress=not args.no_progress)
-    print(json.dumps([str(f) for f in files]))
+    if len(args.sampler) != len(args.out_dir):
+        raise SystemExit(f"sample-grid: {len(args.sampler)} sampler(s) but {len(args.out_dir)} --out-dir(s); give one --out-dir per --sampler")
+    config = load_yaml(args.config)
+    for sampler, out_dir in zip(args.sampler, args.out_dir):
+        files = sample_grid(args.model, config, sampler, out_dir, device=_device(args.device), progress=not args.no_progress)
+        print(json.dumps([str(f) for f in files]))
     return 0
 
 
@@ -175,11 +179,15 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--samples", nargs="+", help="steps<N>.npz files of one (model, sampler)")
-    group.add_argument("--manifest", help="manifest.json written by `ndm sample-grid`")
+    group.add_argument(
+        "--manifest",
+        nargs="+",
+        help="manifest.json files written by `ndm sample-grid`, one per sampler; with --out in the same order",
+    )
     p.add_argument("--ref", nargs="+", required=True, help="FEATURE=PATH reference statistics")
     p.add_argument("--classifier", default=None)
     p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one JSON per --manifest (or one for --samples)")
     _tracking_args(p)
 
 
@@ -191,33 +199,42 @@ def cmd_fd(args: argparse.Namespace) -> int:
     _threads(args)
     config = load_yaml(args.config)
     refs = dict(item.split("=", 1) for item in args.ref)
-    files = args.samples or json.loads(Path(args.manifest).read_text())["files"]
-    out = evaluate_samples(config, args.dataset, files, refs, args.out, args.classifier, args.bootstrap)
-    metrics = {}
-    for r in out["results"]:
-        for name, m in r["metrics"].items():
-            metrics[f"{name}_steps{r['steps']}"] = m["value"]
-    _log_result(args, config, out, f"evaluate-samples/{out.get('sampler', '')}", metrics)
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    # Several sample sets of one model in one job (one per sampler): the feature networks and
+    # reference stats load once, and the pipeline runs one job per model instead of one per
+    # (model, sampler). Each set still gets its own JSON and its own MLflow run.
+    sets = [args.samples] if args.samples else [json.loads(Path(m).read_text())["files"] for m in args.manifest]
+    if len(sets) != len(args.out):
+        raise SystemExit(f"evaluate-samples: {len(sets)} sample set(s) but {len(args.out)} --out path(s); give one --out per --manifest")
+    extractors = None
+    for files, out_path in zip(sets, args.out):
+        out = evaluate_samples(config, args.dataset, files, refs, out_path, args.classifier, args.bootstrap, extractors=extractors)
+        extractors = out.pop("_extractors")
+        metrics = {}
+        for r in out["results"]:
+            for name, m in r["metrics"].items():
+                metrics[f"{name}_steps{r['steps']}"] = m["value"]
+        _log_result(args, config, out, f"evaluate-samples/{out.get('sampler', '')}", metrics, out_path)
+        print(json.dumps({"out": out_path, **{k: round(v, 4) for k, v in metrics.items()}}))
     return 0
 
 
 # ----------------------------------------------------------------- helpers
 
 
-def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, metrics: dict[str, float]) -> None:
-    """One MLflow run per evaluate job (never fatal: the JSON file is the record)."""
+def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, metrics: dict[str, float], out_path: str | None = None) -> None:
+    """One MLflow run per evaluation result (never fatal: the JSON file is the record)."""
     if getattr(args, "no_tracking", False) or "variant" not in out:
         return
     from .cli import _recorder
     from .config import resolve_run_config
 
+    out_path = Path(out_path or args.out)
     run = resolve_run_config(config, out["dataset"], out["variant"], int(out.get("seed", 0)))
-    journal = Path(args.out).with_suffix(".mlflow_journal.jsonl")
+    journal = out_path.with_suffix(".mlflow_journal.jsonl")
     with _recorder(args, config, run, kind, journal) as recorder:
         if recorder is not None:
             recorder.log_metrics(metrics)
-            recorder.log_artifact(Path(args.out))
+            recorder.log_artifact(out_path)
 
 
 # ------------------------------------------------------------------- report

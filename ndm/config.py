@@ -104,8 +104,13 @@ class EvalConfig:
     batch_size: int = 256
     fid: FidConfig = field(default_factory=FidConfig)
     paper_setting: PaperSetting = field(default_factory=PaperSetting)
+    # per_sampler: one sampling job per (model, sampler), parallel on a cluster; per_model: one
+    # job samples every sampler (on a CPU, where a job's start-up, ~5 s of imports, rivals
+    # the sampling of a small model).
+    sample_jobs: str = "per_sampler"
 
 
+SAMPLE_JOBS = ("per_sampler", "per_model")
 SAMPLER_NAMES = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
 FEATURE_NAMES = ("classifier", "inception", "clean", "data")
 
@@ -128,6 +133,7 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (ev.ode.steps >= 1, f"{where}.ode.steps must be >= 1, got {ev.ode.steps}"),
         (ev.ode.divergence in ("auto", "exact", "hutchinson"), f"{where}.ode.divergence must be auto, exact or hutchinson"),
         (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
+        (ev.sample_jobs in SAMPLE_JOBS, f"{where}.sample_jobs must be one of {list(SAMPLE_JOBS)}, got {ev.sample_jobs!r}"),
     ]
     for ok, message in checks:
         if not ok:

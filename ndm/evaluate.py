@@ -297,12 +297,18 @@ def evaluate_samples(
     out_path: str | Path,
     classifier_path: str | Path | None = None,
     n_bootstrap: int = 10,
+    extractors: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Frechet distances of each sample file against the reference stats of each feature space."""
+    """Frechet distances of each sample file against the reference stats of each feature space.
+
+    Returns the written payload plus "_extractors" (the feature networks), which a caller
+    evaluating several sample sets passes back in so that they load once.
+    """
     from . import metrics
 
     ev = resolve_eval_config(config, dataset)
-    extractors = {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
+    if extractors is None:
+        extractors = {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
     refs = {name: metrics.load_stats(path) for name, path in reference_files.items()}
     results = []
     first = None
@@ -319,7 +325,7 @@ def evaluate_samples(
         results.append(entry)
     payload = {**(first or {}), "dataset": dataset, "results": results}
     write_json(out_path, payload)
-    return payload
+    return {**payload, "_extractors": extractors}
 
 
 # ------------------------------------------------------------------ misc

@@ -214,6 +214,27 @@ def _flow_and_divergence(model: DiffusionModel, z: Tensor, t: Tensor, probes: Te
 
 
 @torch.no_grad()
+def gamma_uniform_grid(model: DiffusionModel, steps: int) -> list[float]:
+    """t_0 = 0 < t_1 < ... < t_N = 1 with gamma(t_i) uniform between gamma(0) and gamma(1).
+
+    The probability-flow field scales with gamma'(t): a grid uniform in t puts few steps
+    where gamma is steep (DDPM's schedule near both ends), and there fixed-step Heun was off
+    by 1.2 bits/dim at 25 steps on digits; uniform in gamma, every step moves the SNR by the
+    same factor. For VDM's linear gamma the two grids coincide.
+    """
+    from .schedules import invert_gamma
+
+    param = next(model.parameters(), None)  # a learned schedule evaluates in its parameters' dtype
+    like = {"dtype": param.dtype, "device": param.device} if param is not None else {"dtype": torch.float64}
+    with torch.no_grad():
+        ends = model.values(torch.linspace(0.0, 1.0, 2, **like)).gamma
+        targets = ends[0] + torch.linspace(0.0, 1.0, steps + 1, **like) * (ends[1] - ends[0])
+        t = invert_gamma(model.schedule, targets)
+    grid = [float(v) for v in t]
+    grid[0], grid[-1] = 0.0, 1.0
+    return grid
+
+
 def ode_log_density(
     model: DiffusionModel,
     z0: Tensor,
@@ -230,7 +251,8 @@ def ode_log_density(
     """log N(z_1; 0, I) and int_0^1 div h dt per example for the ODE trajectory from z0 (one batch).
 
     Returns (log_prior, int_div, z_1); log p_0(z0) = log_prior + int_div.
-    method "heun": `steps` fixed Heun steps on t_i = i / N (2 N evaluations of h);
+    method "heun": `steps` fixed Heun steps on a grid uniform in gamma = -log SNR (2 N
+    evaluations of h; see gamma_uniform_grid);
     "dopri5": torchdiffeq's adaptive solver with rtol/atol on the augmented state
     (one step size for the batch). Hutchinson probes are drawn once per example and kept
     for the whole trajectory (FFJORD), which keeps the integrand smooth for the adaptive
@@ -256,8 +278,9 @@ def ode_log_density(
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         z = z0
+        grid = gamma_uniform_grid(model, steps)
         for i in range(steps):
-            t, s = i / steps, (i + 1) / steps
+            t, s = grid[i], grid[i + 1]
             dt = s - t
             h1, d1 = field(t, z)
             h2, d2 = field(s, z + dt * h1)

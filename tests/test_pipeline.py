@@ -126,6 +126,25 @@ def test_paper_dry_run_through_slurm_profile(tmp_path, profile):
                 assert f"results/paper/{d}/{v}/seed{s}/model.pt" in out
 
 
+def test_default_dry_run_samples_once_per_model(tmp_path):
+    """configs/default.yaml sets eval.sample_jobs: per_model: one sampling job and one
+    Frechet-distance job per model (every sampler in each), every variant on every dataset."""
+    work = workdir_copy(tmp_path / "w")
+    proc = snakemake(["-n", "-p", "all"], cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
+    assert default["defaults"]["eval"]["sample_jobs"] == "per_model"
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
+    n_models = len(default["variants"]) * len(default["seeds"])
+    assert counts["train"] == n_models * len(default["datasets"])
+    assert "sample_grid" not in counts
+    for d in default["datasets"]:
+        assert counts[f"sample_grid_{d}"] == n_models
+        assert counts[f"evaluate_samples_{d}"] == n_models
+    assert "--sampler ancestral ddim ode-heun sde-em" in out
+
+
 BAD_CONFIGS = [
     ("unknown variant", lambda c: c["variants"].append("ndm-typo"), "ndm-typo"),
     ("negative step count", lambda c: c["datasets"]["digits"].setdefault("eval", {}).update(sample_steps=[-5, 10]), "sample_steps"),

@@ -118,19 +118,7 @@ def _stats_inputs(wc):
     return inputs
 
 
-def _fd_inputs(wc):
-    d = wc.dataset
-    inputs = {
-        "manifest": f"{model_dir(d, wc.variant, wc.seed)}/samples/{wc.sampler}/manifest.json",
-        "refs": [f"{RESULTS}/{d}/ref_{f}.npz" for f in features(d)],
-    }
-    if "classifier" in features(d):
-        inputs["classifier"] = f"{RESULTS}/{d}/classifier.pt"
-    return inputs
-
-
-def _fd_args(wc):
-    d = wc.dataset
+def _fd_args(d):
     refs = " ".join(f"{f}={RESULTS}/{d}/ref_{f}.npz" for f in features(d))
     clf = f"--classifier {RESULTS}/{d}/classifier.pt" if "classifier" in features(d) else ""
     return f"--ref {refs} {clf}"

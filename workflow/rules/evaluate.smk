@@ -30,6 +30,11 @@ rule evaluate_likelihood:
         "--threads {threads} --no-progress > {log} 2>&1"
 
 
+# Samples per (model, sampler) at every step count; a dataset with eval.sample_jobs: per_model
+# gets one job per model for all its samplers instead (declared per dataset, below).
+PER_SAMPLER_DATASETS = [d for d in DATASETS if eval_cfg(d).sample_jobs == "per_sampler"] or ["(none)"]
+
+
 rule sample_grid:
     input:
         f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/model.pt",
@@ -41,6 +46,7 @@ rule sample_grid:
         out_dir=lambda wc: f"{model_dir(wc.dataset, wc.variant, wc.seed)}/samples/{wc.sampler}",
         eval_hash=lambda wc: eval_hash(wc.dataset),
     wildcard_constraints:
+        dataset="|".join(PER_SAMPLER_DATASETS),
         seed=r"\d+",
         sampler="ancestral|ddim|ode-euler|ode-heun|ode-adaptive|sde-em",
     benchmark:
@@ -59,30 +65,75 @@ rule sample_grid:
         "--out-dir {params.out_dir} --threads {threads} --no-progress > {log} 2>&1"
 
 
-rule evaluate_samples:
-    input:
-        unpack(_fd_inputs),
-    output:
-        f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/fid/{{sampler}}.json",
-    params:
-        config=CONFIG_PATH,
-        ndm=NDM,
-        args=_fd_args,
-        eval_hash=lambda wc: eval_hash(wc.dataset),
-    wildcard_constraints:
-        seed=r"\d+",
-    benchmark:
-        f"{RESULTS}/benchmarks/evaluate_samples/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.tsv"
-    log:
-        f"{RESULTS}/logs/evaluate_samples/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.log",
-    conda:
-        "../../environment.yml"
-    threads: 1
-    resources:
-        mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "small", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "small", "gpu", 0),
-    shell:
-        "{params.ndm} evaluate-samples --config {params.config} --dataset {wildcards.dataset} "
-        "--manifest {input.manifest} "
-        "{params.args} --threads {threads} --out {output} > {log} 2>&1"
+for _d in DATASETS:
+    if eval_cfg(_d).sample_jobs != "per_model":
+        continue
+
+    rule:
+        name:
+            f"sample_grid_{_d}"
+        input:
+            f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/model.pt",
+        output:
+            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(_d)],
+        params:
+            config=CONFIG_PATH,
+            ndm=NDM,
+            samplers=" ".join(samplers(_d)),
+            out_dirs=lambda wc, _d=_d: " ".join(f"{model_dir(_d, wc.variant, wc.seed)}/samples/{s}" for s in samplers(_d)),
+            eval_hash=lambda wc, _d=_d: eval_hash(_d),
+        wildcard_constraints:
+            seed=r"\d+",
+        benchmark:
+            f"{RESULTS}/benchmarks/sample_grid/{_d}_{{variant}}_seed{{seed}}.tsv"
+        log:
+            f"{RESULTS}/logs/sample_grid/{_d}_{{variant}}_seed{{seed}}.log",
+        conda:
+            "../../environment.yml"
+        threads: lambda wc, _d=_d: res(_d, "sample", "threads", 1)
+        resources:
+            mem_mb=lambda wc, _d=_d: res(_d, "sample", "mem_mb", 4000),
+            runtime=lambda wc, _d=_d: res(_d, "sample", "runtime", 60),
+            gpu=lambda wc, _d=_d: res(_d, "sample", "gpu", 0),
+        shell:
+            "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {params.samplers} "
+            "--out-dir {params.out_dirs} --threads {threads} --no-progress > {log} 2>&1"
+
+
+# One job per model scores every sampler's samples (the feature networks and reference stats
+# load once; per-(model, sampler) jobs spent most of their time starting up). The outputs are
+# one fid/<sampler>.json per sampler of the dataset, so the rule is declared per dataset.
+for _d in DATASETS:
+
+    rule:
+        name:
+            f"evaluate_samples_{_d}"
+        input:
+            manifests=[f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(_d)],
+            refs=[f"{RESULTS}/{_d}/ref_{f}.npz" for f in features(_d)],
+            classifier=[f"{RESULTS}/{_d}/classifier.pt"] if "classifier" in features(_d) else [],
+        output:
+            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/fid/{s}.json" for s in samplers(_d)],
+        params:
+            config=CONFIG_PATH,
+            ndm=NDM,
+            dataset=_d,
+            args=lambda wc, _d=_d: _fd_args(_d),
+            eval_hash=lambda wc, _d=_d: eval_hash(_d),
+        wildcard_constraints:
+            seed=r"\d+",
+        benchmark:
+            f"{RESULTS}/benchmarks/evaluate_samples/{_d}_{{variant}}_seed{{seed}}.tsv"
+        log:
+            f"{RESULTS}/logs/evaluate_samples/{_d}_{{variant}}_seed{{seed}}.log",
+        conda:
+            "../../environment.yml"
+        threads: 1
+        resources:
+            mem_mb=lambda wc, _d=_d: res(_d, "small", "mem_mb", 4000),
+            runtime=lambda wc, _d=_d: res(_d, "small", "runtime", 60),
+            gpu=lambda wc, _d=_d: res(_d, "small", "gpu", 0),
+        shell:
+            "{params.ndm} evaluate-samples --config {params.config} --dataset {params.dataset} "
+            "--manifest {input.manifests} --out {output} "
+            "{params.args} --threads {threads} > {log} 2>&1"
