@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import machine_info  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 from ndm.data import load_dataset
 from ndm.metrics import (
@@ -112,15 +112,7 @@ def main() -> None:
         "paths": rows,
         "speed_ratio_torch_fidelity_over_clean_fid": ratio,
         "frechet_distance": fd_timing,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            # Other jobs on a shared machine change these numbers; the load average says how busy it was.
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info(load_before),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_suffix(".json.tmp")

@@ -20,20 +20,18 @@ so that F and x_hat are not trivial); the fixed-step cost does not depend on the
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import CI_NETWORKS, SHAPES, model_config, randomize_zero_layers  # noqa: E402
+from bench_train import SHAPES, model_config, randomize_zero_layers  # noqa: E402
 
 from ndm.likelihood import continuous_nelbo, ode_nll  # noqa: E402
 from ndm.variants import build_model  # noqa: E402
@@ -138,20 +136,9 @@ def main() -> int:
         "time_samples": args.time_samples,
         "weights": "fresh, zero-initialised last layers randomised (speed only)",
         "rows": results,
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info(load_before),
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out_path)
-    print(f"\nwrote {out_path}")
+    write_report(out_path, report)
     return 0
 
 

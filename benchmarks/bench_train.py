@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 from torch import nn
 
 from ndm.config import ConfigError, load_yaml, resolve_run_config
@@ -540,19 +541,8 @@ def main() -> int:
         for shape in shapes:
             batch = min(report["shapes"][shape]["batch_size"], 4 if args.ci else 16)
             report["bf16_vs_fp32"][shape] = precision_check(shape, [("ddpm", "default"), ("ndm", "jvp"), ("ndm", "separable")], args, device, batch)
-    report["machine"] = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-    }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out_path)
-    print(f"\nwrote {out_path}")
+    report["machine"] = machine_info(load_before)
+    write_report(out_path, report)
     return 0
 
 

@@ -1,0 +1,32 @@
+"""What every benchmark script records beside its figures, and how it writes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine_info(load_before: tuple[float, float, float] | list[float]) -> dict:
+    """The machine and torch of the run; other jobs on a shared machine change the numbers, and
+    the load average before and after says how busy it was."""
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_before": list(load_before),
+        "load_average_after": list(os.getloadavg()),
+    }
+
+
+def write_report(out_path: Path, report: dict) -> None:
+    """Write the JSON atomically (a crash leaves the old file or the new one) and say where."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out_path)
+    print(f"\nwrote {out_path}")
