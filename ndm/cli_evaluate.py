@@ -194,7 +194,7 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
 @command("evaluate-samples", "Frechet distances (per feature space) of sample files against reference stats")(_fd_args)
 def cmd_fd(args: argparse.Namespace) -> int:
     from .config import load_yaml
-    from .evaluate import evaluate_samples
+    from .evaluate import evaluate_samples, sample_feature_extractors
 
     _threads(args)
     config = load_yaml(args.config)
@@ -205,10 +205,9 @@ def cmd_fd(args: argparse.Namespace) -> int:
     sets = [args.samples] if args.samples else [json.loads(Path(m).read_text())["files"] for m in args.manifest]
     if len(sets) != len(args.out):
         raise SystemExit(f"evaluate-samples: {len(sets)} sample set(s) but {len(args.out)} --out path(s); give one --out per --manifest")
-    extractors = None
+    extractors = sample_feature_extractors(config, args.dataset, refs, args.classifier)
     for files, out_path in zip(sets, args.out):
         out = evaluate_samples(config, args.dataset, files, refs, out_path, args.classifier, args.bootstrap, extractors=extractors)
-        extractors = out.pop("_extractors")
         metrics = {}
         for r in out["results"]:
             for name, m in r["metrics"].items():

@@ -301,14 +301,13 @@ def evaluate_samples(
 ) -> dict[str, Any]:
     """Frechet distances of each sample file against the reference stats of each feature space.
 
-    Returns the written payload plus "_extractors" (the feature networks), which a caller
-    evaluating several sample sets passes back in so that they load once.
+    extractors: from `sample_feature_extractors`, for a caller scoring several sample sets
+    with networks loaded once; built here when not given.
     """
     from . import metrics
 
-    ev = resolve_eval_config(config, dataset)
     if extractors is None:
-        extractors = {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
+        extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)
     refs = {name: metrics.load_stats(path) for name, path in reference_files.items()}
     results = []
     first = None
@@ -325,7 +324,15 @@ def evaluate_samples(
         results.append(entry)
     payload = {**(first or {}), "dataset": dataset, "results": results}
     write_json(out_path, payload)
-    return {**payload, "_extractors": extractors}
+    return payload
+
+
+def sample_feature_extractors(
+    config: dict, dataset: str, reference_files: dict[str, str | Path], classifier_path: str | Path | None = None
+) -> dict[str, Any]:
+    """The feature network of each feature space that has reference stats (name -> extractor)."""
+    ev = resolve_eval_config(config, dataset)
+    return {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
 
 
 # ------------------------------------------------------------------ misc

@@ -14,6 +14,8 @@ import math
 import pytest
 import torch
 
+from trained_digits import trained_digits
+
 from ndm.calibrate import calibrate, oracle_model
 from ndm.diffusion import data_to_levels, levels_to_data
 from ndm.gaussian import GaussianSpec, exact_elbo_terms
@@ -159,31 +161,6 @@ def test_calibrate_reports_the_ode_estimators():
 # ------------------------------------------------------- trained digits model
 
 
-DIGITS_NET = {"kind": "unet", "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}
-
-
-def trained_digits(variant: str, base):
-    """Same config (hence the same cache entry) as tests/test_sampling.py: trained once per session."""
-    from ndm.config import resolve_run_config
-    from ndm.train import MODEL, load_trained_model, train
-
-    cfg = {
-        "datasets": {
-            "digits": {
-                "data": {"name": "digits"},
-                "model": {"network": DIGITS_NET},
-                "train": {"steps": 40, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9, "log_every": 20, "checkpoint_every": 1000, "device": "cpu"},
-            }
-        }
-    }
-    run = resolve_run_config(cfg, "digits", variant, 0)
-    out = base / f"digits-{variant}-{run.hash()}"
-    if not (out / MODEL).exists():
-        train(run, out, progress=False)
-    model, _ = load_trained_model(out / MODEL)
-    return model
-
-
 @pytest.fixture(scope="module")
 def digits_test_x():
     from ndm.data import load_dataset, to_model_space
@@ -199,7 +176,7 @@ def test_trained_digits_ode_nll_beside_nelbo(tmp_path_factory, digits_test_x, va
     K = 17 levels (log2(17/2) = 3.09 bits/dim) included. For ddpm the Hutchinson estimate agrees
     with the exact divergence (64 vjps per evaluation) on the same examples and grid; for ndm
     (a vjp through F's JVP per probe) only Hutchinson is run, to keep the test fast."""
-    model = trained_digits(variant, tmp_path_factory.getbasetemp())
+    model, _ = trained_digits(variant, tmp_path_factory.getbasetemp())
     x, levels = digits_test_x
     xs = x[:6]
     hutch = ode_nll(model, xs, divergence="hutchinson", method="heun", steps=6, generator=seed_generator(1))

@@ -18,6 +18,8 @@ import torch
 from scipy.stats import chi2
 from torch import Tensor, nn
 
+from trained_digits import trained_digits
+
 from ndm.data import from_model_space
 from ndm.gaussian import GaussianOracle, GaussianSpec, posterior_mean
 from ndm.networks import NetworkConfig
@@ -326,32 +328,6 @@ def test_bad_arguments_fail_clearly():
 
 
 # ------------------------------------------------------- trained digits model
-
-
-DIGITS_NET = {"kind": "unet", "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}
-
-
-def trained_digits(variant: str, base) -> tuple:
-    """A tiny model trained on digits for 40 steps (seconds), cached by config hash under the
-    session's base temp dir so that test files share it."""
-    from ndm.config import resolve_run_config
-    from ndm.train import MODEL, load_trained_model, train
-
-    cfg = {
-        "datasets": {
-            "digits": {
-                "data": {"name": "digits"},
-                "model": {"network": DIGITS_NET},
-                "train": {"steps": 40, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9, "log_every": 20, "checkpoint_every": 1000, "device": "cpu"},
-            }
-        }
-    }
-    run = resolve_run_config(cfg, "digits", variant, 0)
-    out = base / f"digits-{variant}-{run.hash()}"
-    if not (out / MODEL).exists():
-        train(run, out, progress=False)
-    model, _ = load_trained_model(out / MODEL)
-    return model, out / MODEL
 
 
 @pytest.fixture(scope="module")
