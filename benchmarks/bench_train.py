@@ -15,9 +15,14 @@ F and dF/dt (docs/performance.md):
                           batch [x; x_hat] (the forward at x twice), plus F passes at t = 0, 1
     ndm/separable         F = x + t sum_k cos(k pi t) G_k(x): one G pass at x and one at x_hat
                           give F, dF/dt and the prior's F(x, 1)
-    ndm/separable-small-F the same with F's channels / sqrt(2) (about half the FLOPs of x_hat):
-                          what reaching the 2.0x target takes
-Every ndm row has an F network of the same size as x_hat except the last.
+    ndm/separable-small-F the same with F's channels / sqrt(2) (about half the FLOPs and
+                          parameters of x_hat)
+    ndm/separable-patch2  the separable F with x_hat's architecture run on 2x2 patches folded
+                          into channels (network.patch_size 2): the same parameters as x_hat
+                          (up to the first and last convolution), about 1/4 of its FLOPs
+    ndm/jvp-patch2        the paper's F = x + t NN(x,t) with that patched NN
+Every ndm row has an F network with x_hat's parameter count except separable-small-F; the
+jvp, jvp-functorch, original and separable rows have x_hat's architecture as well.
 
 Timing: rounds over all rows, interleaved (one step of each row per round), after warm-up
 steps; a row's ratio to ddpm is the median over rounds of (its step / ddpm's step in the
@@ -71,7 +76,7 @@ SHAPES = {
 CI_NETWORKS = {
     "cifar10": NetworkConfig(kind="unet", channels=32, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], dropout=0.1, fourier_features=[7, 8]),
 }
-NDM_OPTIONS = ("jvp", "jvp-functorch", "original", "separable", "separable-small-F")
+NDM_OPTIONS = ("jvp", "jvp-functorch", "original", "separable", "separable-small-F", "separable-patch2", "jvp-patch2")
 TARGET_RATIO = 2.0
 
 
@@ -109,6 +114,18 @@ def _small(cfg: NetworkConfig) -> NetworkConfig:
     return small
 
 
+def _patched(cfg: NetworkConfig, patch_size: int) -> NetworkConfig:
+    """The same U-Net on patch_size x patch_size patches folded into channels: the same
+    parameters (but for the first and last convolution), about 1 / patch_size^2 of the FLOPs.
+    Attention stays at the same depth of the U-Net (its resolutions are divided too)."""
+    if cfg.kind != "unet":
+        raise SystemExit(f"the -patch2 options need a U-Net F, got {cfg.kind}")
+    patched = copy.deepcopy(cfg)
+    patched.patch_size = patch_size
+    patched.attn_resolutions = [r // patch_size for r in cfg.attn_resolutions]
+    return patched
+
+
 def model_config(shape: str, variant: str, option: str, ci: bool) -> tuple[ModelConfig, dict]:
     """The shape's config for this variant (network, parameterization), with the option applied."""
     path, dataset, *_ = SHAPES[shape]
@@ -129,6 +146,8 @@ def model_config(shape: str, variant: str, option: str, ci: bool) -> tuple[Model
         cfg.transform_time = "separable"
     if option == "separable-small-F":
         cfg.transform_network = _small(cfg.transform_network or cfg.network)
+    if option.endswith("-patch2"):
+        cfg.transform_network = _patched(cfg.transform_network or cfg.network, 2)
     return cfg, {"batch_size": run.train.batch_size, "time_sampling": run.train.time_sampling, "loss": run.train.loss, "loss_steps": run.train.loss_steps}
 
 

@@ -162,17 +162,23 @@ class RunConfig:
 
     def hash(self) -> str:
         d = self.to_dict()
-        for (section, key), default in HASH_OMIT_AT_DEFAULT.items():
-            if d[section].get(key, default) == default:
-                d[section].pop(key, None)
+        for path, default in HASH_OMIT_AT_DEFAULT.items():
+            *parents, key = path
+            node = d
+            for name in parents:
+                node = node.get(name) if isinstance(node, dict) else None
+            if isinstance(node, dict) and node.get(key, default) == default:
+                node.pop(key, None)
         return config_hash(d)
 
 
 # Options added after results existed are left out of the hash while at their defaults, so
 # that adding an option does not invalidate (retrain) every finished run.
-HASH_OMIT_AT_DEFAULT: dict[tuple[str, str], Any] = {
+HASH_OMIT_AT_DEFAULT: dict[tuple[str, ...], Any] = {
     ("model", "transform_time"): "jvp",
     ("model", "transform_rank"): 4,
+    ("model", "network", "patch_size"): 1,
+    ("model", "transform_network", "patch_size"): 1,
 }
 
 
@@ -262,6 +268,11 @@ def validate_values(run: RunConfig, where: str) -> None:
         (m.variant in VARIANTS, f"{where}.model.variant: unknown variant {m.variant!r}; choose one of {sorted(VARIANTS)}"),
         (m.parameterization in ("eps", "x", "v"), f"{where}.model.parameterization must be eps, x or v"),
         (m.network.kind in ("unet", "mlp"), f"{where}.model.network.kind must be unet or mlp"),
+        *[
+            (net.patch_size >= 1 and (net.patch_size == 1 or net.kind == "unet"),
+             f"{where}.model.{name}.patch_size must be >= 1, and 1 for an mlp, got {net.patch_size} ({net.kind})")
+            for name, net in (("network", m.network), ("transform_network", m.transform_network)) if net is not None
+        ],
         (m.transform_time in ("jvp", "separable"), f"{where}.model.transform_time must be jvp or separable, got {m.transform_time!r}"),
         (m.transform_rank >= 1, f"{where}.model.transform_rank must be >= 1, got {m.transform_rank}"),
     ]

@@ -270,7 +270,11 @@ def ode_log_density(
 
     def field(t: float | Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
-        return _flow_and_divergence(model, z, tt, eps)
+        # no_grad outside, vjp (a function transform) still differentiates in z inside: without
+        # it h carries a graph to the parameters and z_{i+1} = z_i + dt h chains every step's
+        # graph into the next (patches, 25 Heun steps: 10.9 GB and 8x the time).
+        with torch.no_grad():
+            return _flow_and_divergence(model, z, tt, eps)
 
     b = z0.shape[0]
     int_div = torch.zeros(b, dtype=z0.dtype, device=z0.device)

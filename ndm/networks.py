@@ -411,6 +411,28 @@ class Flattened(nn.Module):
         return self.net(x.flatten(1), t).view(x.shape[0], -1, *self.event_shape[1:])
 
 
+class Patched(nn.Module):
+    """Runs an image network on p x p patches folded into channels: pixel_unshuffle to
+    (C p^2, H/p, W/p), the network, pixel_shuffle back. Both are fixed linear maps, so the
+    time derivative passes through them unchanged."""
+
+    def __init__(self, net: nn.Module, patch_size: int):
+        super().__init__()
+        self.net = net
+        self.patch_size = patch_size
+
+    @property
+    def supports_time_derivative(self) -> bool:
+        return getattr(self.net, "supports_time_derivative", False)
+
+    def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        p = self.patch_size
+        if time_derivative:
+            out, dout = self.net(tnf.pixel_unshuffle(x, p), t, time_derivative=True)
+            return tnf.pixel_shuffle(out, p), tnf.pixel_shuffle(dout, p)
+        return tnf.pixel_shuffle(self.net(tnf.pixel_unshuffle(x, p), t), p)
+
+
 def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int | None = None, out_multiplier: int = 1) -> nn.Module:
     """The network for data of shape event_shape: kind unet for (C, H, W) images, kind mlp for
     vectors (D,) or for images flattened.
@@ -421,8 +443,16 @@ def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int 
     if cfg.kind == "unet":
         if len(event_shape) != 3 or event_shape[1] != event_shape[2]:
             raise ValueError(f"the U-Net needs square images (C, H, H), got event shape {event_shape}")
-        return UNet(event_shape[0], event_shape[1], cfg, levels, out_channels=event_shape[0] * out_multiplier)
+        c, h, p = event_shape[0], event_shape[1], cfg.patch_size
+        if p == 1:
+            return UNet(c, h, cfg, levels, out_channels=c * out_multiplier)
+        if p < 1 or h % p:
+            raise ValueError(f"network.patch_size {p} must be >= 1 and divide the image side {h}")
+        # attn_resolutions count in the patched feature maps (the U-Net's top level is H/p).
+        return Patched(UNet(c * p * p, h // p, cfg, levels, out_channels=c * out_multiplier * p * p), p)
     if cfg.kind == "mlp":
+        if cfg.patch_size != 1:
+            raise ValueError(f"network.patch_size is for the U-Net; an mlp needs 1, got {cfg.patch_size}")
         dim = int(math.prod(event_shape))
         mlp = MLP(dim, cfg, levels, out_dim=dim * out_multiplier)
         return mlp if len(event_shape) == 1 else Flattened(mlp, tuple(event_shape))

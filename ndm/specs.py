@@ -27,6 +27,10 @@ class NetworkConfig:
     # w_n = 2^n pi K / 256 for data with K levels (n = 8 is the bin frequency for any K, and
     # K = 256 gives VDM's 2^n pi exactly), w_n = 2^n pi for continuous data.
     fourier_features: list[int] = field(default_factory=list)
+    # U-Net only: run on p x p patches folded into channels (pixel unshuffle, C*p^2 channels at
+    # H/p), unfolded again at the output. Same parameters up to the first and last convolution,
+    # about 1/p^2 of the FLOPs (a patchify stem; docs/performance.md, the cheap same-size F).
+    patch_size: int = 1
     hidden: int = 256  # MLP width
     depth: int = 3  # MLP residual blocks
 

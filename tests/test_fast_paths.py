@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -32,6 +33,7 @@ F64 = torch.float64
 UNET = NetworkConfig(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4], fourier_features=[6, 8])
 UNET_DEEP = NetworkConfig(kind="unet", channels=8, channel_mult=[1, 2, 2], num_res_blocks=2, attn_resolutions=[8, 4])
 MLP = NetworkConfig(kind="mlp", hidden=32, depth=2, fourier_features=[1, 2])
+UNET_PATCHED = NetworkConfig(kind="unet", channels=64, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[4], fourier_features=[6, 8], patch_size=2)
 
 
 def randomize(module: torch.nn.Module, std: float = 0.1, seed: int = 0) -> torch.nn.Module:
@@ -46,7 +48,7 @@ def _flat(grads) -> torch.Tensor:
     return torch.cat([g.flatten() for g in grads])
 
 
-@pytest.mark.parametrize("cfg,shape", [(UNET, (1, 8, 8)), (UNET_DEEP, (3, 16, 16)), (MLP, (4,)), (NetworkConfig(kind="mlp", hidden=16, depth=2), (1, 4, 4))])
+@pytest.mark.parametrize("cfg,shape", [(UNET, (1, 8, 8)), (UNET_DEEP, (3, 16, 16)), (UNET_PATCHED, (3, 16, 16)), (MLP, (4,)), (NetworkConfig(kind="mlp", hidden=16, depth=2), (1, 4, 4))])
 def test_manual_time_tangent_equals_functorch_jvp(cfg, shape):
     net = randomize(build_network(cfg, shape, 17).double().eval())
     g = torch.Generator().manual_seed(1)
@@ -62,6 +64,39 @@ def test_manual_time_tangent_equals_functorch_jvp(cfg, shape):
         g_ref = _flat(torch.autograd.grad((f_ref * cf).sum() + (d_ref * cd).sum(), params))
         g_new = _flat(torch.autograd.grad((f * cf).sum() + (d * cd).sum(), params))
         assert (g_new - g_ref).norm() <= 1e-10 * g_ref.norm()
+
+
+def test_patched_unet_is_the_unet_on_folded_patches():
+    """patch_size p: the U-Net on pixel_unshuffle(x) (C p^2 channels at H/p), unfolded again;
+    same parameters but for the first and last convolution, about 1/p^2 of the FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (3, 16, 16)
+    # attention at the same depth: at 8 x 8 in the 16 x 16 U-Net, at 4 x 4 in the patched one
+    plain = build_network(dataclasses.replace(UNET_PATCHED, patch_size=1, attn_resolutions=[8]), shape, 17)
+    patched = randomize(build_network(UNET_PATCHED, shape, 17).double().eval())
+    x, t = torch.randn(2, *shape, dtype=F64), torch.rand(2, dtype=F64)
+    inner = patched.net  # the U-Net itself, built for (12, 8, 8)
+    assert inner.conv_in.in_channels == 12 + inner.n_fourier and inner.conv_out.out_channels == 12
+    torch.testing.assert_close(patched(x, t), torch.nn.functional.pixel_shuffle(inner(torch.nn.functional.pixel_unshuffle(x, 2), t), 2))
+    n_plain, n_patched = (sum(p.numel() for p in n.parameters()) for n in (plain, patched))
+    assert abs(n_patched / n_plain - 1) < 0.05
+    flops = []
+    for net in (plain, patched.float()):
+        with FlopCounterMode(display=False) as counter:
+            net(x.float(), t.float())
+        flops.append(counter.get_total_flops())
+    assert 0.2 < flops[1] / flops[0] < 0.35
+    with pytest.raises(ValueError, match="divide the image side"):
+        build_network(NetworkConfig(kind="unet", patch_size=3), shape)
+    with pytest.raises(ValueError, match="patch_size is for the U-Net"):
+        build_network(NetworkConfig(kind="mlp", patch_size=2), (4,))
+
+
+def test_config_rejects_patch_size_on_an_mlp():
+    run = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_network=NetworkConfig(kind="mlp", patch_size=2)), TrainConfig())
+    with pytest.raises(ConfigError, match="transform_network.patch_size"):
+        validate_values(run, "datasets.digits")
 
 
 @pytest.mark.parametrize("cfg,shape", [(MLP, (4,)), (UNET, (1, 8, 8))])
@@ -240,11 +275,14 @@ def test_transform_time_option_validated_and_hash_stable_at_default():
     d = run.to_dict()
     for key in ("transform_time", "transform_rank"):
         d["model"].pop(key)
+    d["model"]["network"].pop("patch_size")
     from ndm.config import config_hash
 
     assert run.hash() == config_hash(d)  # adding the options did not change existing hashes
     sep = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_time="separable"), TrainConfig())
     assert sep.hash() != run.hash()
+    patched = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_network=NetworkConfig(patch_size=2)), TrainConfig())
+    assert patched.hash() != RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_network=NetworkConfig()), TrainConfig()).hash()
     bad = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_time="finite-difference"), TrainConfig())
     with pytest.raises(ConfigError, match="transform_time"):
         validate_values(bad, "datasets.digits")

@@ -366,3 +366,15 @@ def test_report_survives_corrupt_and_missing_files(tiny: dict, tmp_path: Path) -
     assert "toy2d/vdm/seed0/model.pt" in readme and "toy2d/ndm/seed0/samples/ancestral/manifest.json" in readme
     for rel in report_outputs(config):
         assert (tmp_path / "out" / rel).exists(), rel
+
+
+def test_nfe_axis_gives_one_tick_to_values_within_25_percent():
+    """ndm-latent's NFE is steps + 1 (its decoder needs x_hat at t = 0): 25 and 26 share a tick."""
+    from ndm.report.figures import _log_axis
+    from ndm.report.style import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    _log_axis(ax, "x", np.array([5, 6, 10, 11, 25, 26, 100, 101, 100]))
+    assert list(ax.xaxis.get_major_locator().tick_values(1, 200)) == [5, 10, 25, 100]
+    plt.close(fig)

@@ -64,8 +64,12 @@ def _log_axis(ax, axis: str, values: np.ndarray) -> None:
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    if axis == "x" and 0 < len(np.unique(values)) <= 8:
-        a.set_major_locator(FixedLocator(np.unique(values)))
+    ticks: list[float] = []
+    for v in np.unique(values):  # one tick for values within 25 % (NFE 5 and 6, 25 and 26: steps, steps + 1)
+        if not ticks or v > 1.25 * ticks[-1]:
+            ticks.append(float(v))
+    if axis == "x" and 0 < len(ticks) <= 8:
+        a.set_major_locator(FixedLocator(ticks))
     else:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     a.set_major_formatter(fmt)
