@@ -31,6 +31,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/tracking.smk"
 
 
 onstart:
@@ -38,7 +39,12 @@ onstart:
     shell(f"{NDM} tracking-init --config {CONFIG_PATH}")
 
 
+localrules:
+    sync_tracking,
+
+
 rule all:
     input:
         REPORT_OUTPUTS,
+        TRACKING_OUTPUTS,
     default_target: True

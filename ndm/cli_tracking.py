@@ -2,6 +2,7 @@
 
     ndm tracking-init --config configs/default.yaml      # Snakemake's onstart, before parallel jobs
     ndm tracking-sync results/train/*/*/*/mlflow_journal.jsonl [--tracking-uri URI]
+    ndm tracking-sync --under results/default --summary results/default/tracking_sync.json
 
 Neither fails a pipeline because MLflow is down: tracking-init warns and exits 0 (jobs then
 journal only), tracking-sync exits 1 naming the journals it could not push (rerun it later; it
@@ -51,7 +52,9 @@ def cmd_tracking_init(args: argparse.Namespace) -> int:
 
 
 def _sync_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("journals", nargs="+", type=Path, metavar="JOURNAL", help="mlflow_journal.jsonl files")
+    p.add_argument("journals", nargs="*", type=Path, metavar="JOURNAL", help="mlflow_journal.jsonl files")
+    p.add_argument("--under", type=Path, default=None, help="also every *mlflow_journal.jsonl below this directory (the DAG's sync_tracking rule)")
+    p.add_argument("--summary", type=Path, default=None, help="write {journal: run id} as JSON here when every journal was pushed")
     p.add_argument(
         "--tracking-uri",
         default=None,
@@ -74,8 +77,17 @@ def _target_uri(journal: Path, explicit: str | None) -> str:
 def cmd_tracking_sync(args: argparse.Namespace) -> int:
     from . import tracking
 
-    failed = []
-    for journal in args.journals:
+    journals = list(args.journals)
+    if args.under is not None:
+        if not args.under.is_dir():
+            print(f"ndm tracking-sync: --under {args.under} is not a directory", file=sys.stderr)
+            return SYNC_FAILED_EXIT_CODE
+        journals += sorted(args.under.rglob("*mlflow_journal.jsonl"))
+    if not journals:
+        print("ndm tracking-sync: no journals given (name them, or --under DIR)", file=sys.stderr)
+        return SYNC_FAILED_EXIT_CODE
+    failed, pushed = [], {}
+    for journal in journals:
         uri = args.tracking_uri or "(the journal's store)"
         try:
             uri = _target_uri(journal, args.tracking_uri)
@@ -92,8 +104,13 @@ def cmd_tracking_sync(args: argparse.Namespace) -> int:
             failed.append(journal)
             print(f"ndm tracking-sync: {journal}: could not push to {uri}: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
             continue
+        pushed[str(journal)] = run_id
         print(json.dumps({"journal": str(journal), "tracking_uri": uri, "run_id": run_id}))
     if failed:
-        print(f"ndm tracking-sync: {len(failed)} of {len(args.journals)} journal(s) not pushed; rerun when fixed (idempotent)", file=sys.stderr)
+        print(f"ndm tracking-sync: {len(failed)} of {len(journals)} journal(s) not pushed; rerun when fixed (idempotent)", file=sys.stderr)
         return SYNC_FAILED_EXIT_CODE
+    if args.summary is not None:
+        from .tracking_jobs import atomic_write_text
+
+        atomic_write_text(args.summary, json.dumps({"runs": pushed}, indent=2) + "\n")
     return 0

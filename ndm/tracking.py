@@ -480,13 +480,13 @@ class RunRecorder:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record metrics (one step); sent to MLflow in batches."""
         self._require_open()
-        from mlflow.entities import Metric
-
         ts = _now_ms()
         values = {k: float(v) for k, v in metrics.items()}
         assert self._journal is not None
         self._journal.append({"type": "metrics", "step": step, "time_ms": ts, "values": values})
         if self._online:
+            from mlflow.entities import Metric  # offline (deferred) jobs never import mlflow
+
             self._pending.extend(Metric(k, v, ts, step or 0) for k, v in values.items())
             if (len(self._pending) >= self.flush_every
                     or time.monotonic() - self._last_flush >= self.flush_seconds):

@@ -20,6 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+DEFERRED = ["--config", "tracking_mode=deferred"]
 
 
 def snakemake(args: list[str], cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -41,7 +42,9 @@ def workdir_copy(tmp: Path) -> Path:
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     work = workdir_copy(tmp_path_factory.mktemp("smoke"))
-    proc = snakemake(["all", "--configfile", "configs/smoke.yaml", "--cores", "2"], cwd=work)
+    # Deferred tracking here (jobs journal, sync_tracking pushes at the end); the SLURM smoke
+    # test runs the same DAG with live tracking (tests/test_slurm_pipeline.py).
+    proc = snakemake(["all", "--configfile", "configs/smoke.yaml", "--cores", "2", *DEFERRED], cwd=work)
     if proc.returncode != 0:
         logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((work / "results/smoke/logs").rglob("*.log")) if "Error" in p.read_text())
         pytest.fail(f"smoke pipeline failed:\n{proc.stderr[-6000:]}\n{logs[-6000:]}")
@@ -77,11 +80,28 @@ def test_smoke_pipeline_outputs(smoke_run):
 
 
 def test_smoke_pipeline_mlflow_store(smoke_run):
+    """tracking_mode deferred: no job wrote to MLflow itself, the one sync_tracking job pushed
+    every journal, and the store holds the same runs as with live tracking."""
+    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
+    results = smoke_run / config["results"]
+    journals = sorted(results.rglob("*mlflow_journal.jsonl"))
+    assert journals and all(not tr_summary(j)["synced"] and tr_summary(j)["run_id"] is None for j in journals)
+    pushed = json.loads((results / "tracking_sync.json").read_text())["runs"]
+    assert sorted(pushed) == sorted(str(j.relative_to(smoke_run)) for j in journals)
+    assert_mlflow_runs(smoke_run, config)
+
+
+def tr_summary(journal: Path) -> dict:
+    from ndm.tracking import journal_summary
+
+    return journal_summary(journal)
+
+
+def assert_mlflow_runs(work: Path, config: dict) -> None:
     """One MLflow run per train and evaluate job, each with metrics and the required tags."""
     from mlflow.tracking import MlflowClient
 
-    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
-    client = MlflowClient(f"sqlite:///{smoke_run / config['results'] / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{work / config['results'] / 'mlflow.db'}")
     exp = client.get_experiment_by_name(config["experiment"])
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     n_models = len(config["datasets"]) * len(config["variants"]) * len(config["seeds"])
@@ -100,7 +120,7 @@ def test_smoke_pipeline_mlflow_store(smoke_run):
 
 def test_smoke_pipeline_is_complete_and_idempotent(smoke_run):
     """A second invocation finds nothing to do (no output looks stale)."""
-    proc = snakemake(["-n", "all", "--configfile", "configs/smoke.yaml"], cwd=smoke_run, timeout=300)
+    proc = snakemake(["-n", "all", "--configfile", "configs/smoke.yaml", *DEFERRED], cwd=smoke_run, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
@@ -143,6 +163,8 @@ def test_default_dry_run_samples_once_per_model(tmp_path):
         assert counts[f"sample_grid_{d}"] == n_models
         assert counts[f"evaluate_samples_{d}"] == n_models
     assert "--sampler ancestral ddim ode-heun sde-em" in out
+    assert default["tracking_mode"] == "deferred" and counts["sync_tracking"] == 1  # one MLflow push at the end
+    assert "tracking-sync --under results/default --summary" in out
 
 
 BAD_CONFIGS = [

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_pipeline import snakemake, workdir_copy
+from test_pipeline import assert_mlflow_runs, snakemake, workdir_copy
 
 pytestmark = pytest.mark.slurm
 
@@ -59,4 +59,7 @@ def test_smoke_dag_runs_through_slurm_profile(slurm_cluster, tmp_path: Path) -> 
     slurm_logs = submissions
     summary = json.loads(next(results.glob("*/*/seed*/train_summary.json")).read_text())
     assert summary["steps"] == config["defaults"]["train"]["steps"]
+    # live tracking (the smoke config's default): every SLURM job logged its own MLflow run
+    assert not (results / "tracking_sync.json").exists()
+    assert_mlflow_runs(work, config)
     print(f"smoke DAG through SLURM: {elapsed:.0f} s, {len(slurm_logs)} SLURM jobs")

@@ -407,3 +407,55 @@ def test_sync_refuses_unfinished_journal(store: str, tmp_path: Path) -> None:
     run_id = tr.sync_journal(tmp_path / "j.jsonl", uri, allow_unfinished=True)
     assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
     rec.finish()
+
+
+DEFERRED_JOB = r"""
+import json, sys
+from pathlib import Path
+from ndm.tracking_jobs import job_recorder
+results = Path(sys.argv[1])
+config = {"experiment": "deferred", "results": str(results), "tracking_mode": "deferred"}
+for name in ("train", "likelihood"):
+    with job_recorder(kind=name, config=config, run=None, journal_path=results / f"{name}.mlflow_journal.jsonl",
+                      extra_tags={"dataset": "toy2d", "variant": "ddpm", "seed": 0}) as rec:
+        for s in range(5):
+            rec.log_metrics({"loss": float(s)}, step=s)
+print(json.dumps({"mlflow_imported": any(m == "mlflow" or m.startswith("mlflow.") for m in sys.modules)}))
+"""
+
+
+def test_deferred_jobs_journal_only_and_one_sync_pushes_them(store: str, tmp_path: Path) -> None:
+    """tracking_mode deferred: a job never imports MLflow nor touches the store; `ndm
+    tracking-sync --under` (the DAG's sync_tracking rule) then pushes every journal, once."""
+    results = tmp_path / "results"
+    before = (results / "mlflow.db").read_bytes()
+    job = subprocess.run([sys.executable, "-c", DEFERRED_JOB, str(results)], capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    assert json.loads(job.stdout.strip().splitlines()[-1]) == {"mlflow_imported": False}
+    assert (results / "mlflow.db").read_bytes() == before  # the store untouched
+    for name in ("train", "likelihood"):
+        s = tr.journal_summary(results / f"{name}.mlflow_journal.jsonl")
+        assert s["finished"] and s["status"] == "FINISHED" and not s["synced"] and s["n_metrics"] == 5
+
+    summary = tmp_path / "sync.json"
+    cmd = [sys.executable, "-m", "ndm", "tracking-sync", "--under", str(results), "--summary", str(summary)]
+    for _ in range(2):  # idempotent: the second push finds the complete runs
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    pushed = json.loads(summary.read_text())["runs"]
+    assert len(pushed) == 2
+    runs = _runs(store, "deferred")
+    assert sorted(r.info.run_id for r in runs) == sorted(pushed.values())
+    for r in runs:
+        assert r.info.status == "FINISHED" and r.data.tags["variant"] == "ddpm"
+        assert _history(store, r.info.run_id, "loss") == [(s, float(s)) for s in range(5)]
+    missing = subprocess.run([sys.executable, "-m", "ndm", "tracking-sync", "--under", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "not a directory" in missing.stderr
+
+
+def test_unknown_tracking_mode_is_refused() -> None:
+    from ndm.tracking_jobs import tracking_mode
+
+    assert tracking_mode({}) == "live"
+    with pytest.raises(ValueError, match="tracking_mode must be one of"):
+        tracking_mode({"tracking_mode": "later"})
