@@ -82,10 +82,10 @@ TARGET_RATIO = 2.0
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ci", action="store_true", help="tiny run: rows ddpm, ndm/jvp, ndm/separable; small CIFAR U-Net; small batches; 2 rounds")
+    p.add_argument("--ci", action="store_true", help="tiny run: rows ddpm, ndm/jvp, ndm/separable, ndm/separable-patch2; small CIFAR U-Net; small batches; 2 rounds")
     p.add_argument("--shapes", default="digits,cifar10", help="comma-separated from " + ",".join(SHAPES))
     p.add_argument("--variants", default=None, help="comma-separated variants (default: the config's variants; --ci: ddpm,ndm)")
-    p.add_argument("--options", default=None, help="ndm options, comma-separated from " + ",".join(NDM_OPTIONS) + " (default: all; --ci: jvp,separable)")
+    p.add_argument("--options", default=None, help="ndm options, comma-separated from " + ",".join(NDM_OPTIONS) + " (default: all; --ci: jvp,separable,separable-patch2)")
     p.add_argument("--batch-size", type=int, default=None, help="override every shape's batch size")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5; --ci 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per row before the rounds")
@@ -381,7 +381,7 @@ def rows_for(shape: str, args) -> list[tuple[str, str]]:
         variants = list(load_yaml(ROOT / path).get("variants") or VARIANTS)
     if "ddpm" not in variants:
         variants.insert(0, "ddpm")  # the reference of every ratio
-    options = [o for o in (args.options or ("jvp,separable" if args.ci else ",".join(NDM_OPTIONS))).split(",") if o]
+    options = [o for o in (args.options or ("jvp,separable,separable-patch2" if args.ci else ",".join(NDM_OPTIONS))).split(",") if o]
     for o in options:
         if o not in NDM_OPTIONS:
             raise SystemExit(f"unknown option {o!r}; choose from {NDM_OPTIONS}")

@@ -70,6 +70,11 @@ def test_bench_train(outputs):
         assert ndm["params_F"] == ndm["params_x_hat"]  # an F network of the same size
         # FLOPs are machine independent: the separable F halves the JVP form's extra work
         assert 2.5 < res["ndm_ddpm_flop_ratio"]["separable"] < 3.5 < res["ndm_ddpm_flop_ratio"]["jvp"] < 6.5
+        # an F with x_hat's parameters on 2x2 patches: ~1/4 of its FLOPs, under the 2.0 target
+        patched = next(r for r in res["rows"] if r["row"] == "ndm/separable-patch2")
+        separable = next(r for r in res["rows"] if r["row"] == "ndm/separable")
+        assert abs(patched["params_F"] / separable["params_F"] - 1) < 0.1  # first and last conv differ
+        assert 1.2 < res["ndm_ddpm_flop_ratio"]["separable-patch2"] < 2.0
     assert set(doc["ndm_ddpm_ratio"]) == {"digits", "cifar10"}
     for shape in ("digits", "cifar10"):
         rec = doc["bf16_vs_fp32"][shape]
