@@ -9,8 +9,6 @@ status command (no slurmdbd: squeue instead of sacct) and faster polling (docs/s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
