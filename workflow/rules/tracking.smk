@@ -17,7 +17,8 @@ rule sync_tracking:
         f"{RESULTS}/tracking_sync.json",
     params:
         ndm=NDM,
-        results=RESULTS,
+        # results/<dataset>/<variant>/seed<k>/train_summary.json -> results/ (as in rule report)
+        results=lambda wc, input: str(Path(input[0]).parents[3]),
     log:
         f"{RESULTS}/logs/sync_tracking.log",
     conda:
