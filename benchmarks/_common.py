@@ -7,12 +7,12 @@ import os
 import platform
 from pathlib import Path
 
-import torch
-
 
 def machine_info(load_before: tuple[float, float, float] | list[float]) -> dict:
     """The machine and torch of the run; other jobs on a shared machine change the numbers, and
     the load average before and after says how busy it was."""
+    import torch  # here, not at import: bench_pipeline reads logs and never needs torch
+
     return {
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -27,6 +27,6 @@ def write_report(out_path: Path, report: dict) -> None:
     """Write the JSON atomically (a crash leaves the old file or the new one) and say where."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
     tmp.replace(out_path)
     print(f"\nwrote {out_path}")

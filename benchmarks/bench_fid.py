@@ -12,7 +12,6 @@ Inception weights a random state dict is used and the JSON says so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine_info  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
+from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 from ndm.data import load_dataset
 from ndm.metrics import (
@@ -114,11 +113,7 @@ def main() -> None:
         "frechet_distance": fd_timing,
         "machine": machine_info(load_before),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=2) + "\n")
-    tmp_out.replace(args.out)
-    print(f"wrote {args.out}")
+    write_report(args.out, result)
     tmp.cleanup()
 
 

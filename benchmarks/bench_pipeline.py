@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
+
+from _common import write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 START = re.compile(r"^(?:local)?(?:rule|checkpoint|localcheckpoint) (\S+):$")
@@ -164,8 +165,9 @@ def summarize(bench: dict[str, list[dict]], log: dict | None, cores: int | None)
         for job in log["jobs"].values():
             # A rule declared per dataset (evaluate_samples_<dataset>) writes its TSVs under
             # the family's directory (benchmarks/evaluate_samples/): already counted there.
-            timed = job["rule"] in rules or any(job["rule"].startswith(f"{family}_") for family in bench)
-            if job["rule"] and job["start"] and job["end"] and not timed:
+            if not (job["rule"] and job["start"] and job["end"]):
+                continue
+            if job["rule"] not in rules and not any(job["rule"].startswith(f"{family}_") for family in bench):
                 from_log.setdefault(job["rule"], []).append((job["end"] - job["start"]).total_seconds())
         for rule, walls in from_log.items():
             rules[rule] = {"jobs": len(walls), "wall_s": sum(walls), "longest_job_s": max(walls), "longest_job": None,
@@ -265,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps_total": log["steps_total"] if log else None,
         **summary,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"wrote {out_path}")
+    write_report(out_path, report)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -18,12 +18,12 @@ PATH/model.pt to time a trained digits model instead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 from pathlib import Path
 
 import torch
+from _common import write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 from ndm.networks import NetworkConfig
 from ndm.sampling import FIXED_STEP_SAMPLERS, SAMPLERS, sample, seed_generator
@@ -127,9 +127,7 @@ def main() -> int:
         "nfe_definition": "x_hat evaluations per sample (counted); NFE/s = nfe * n / seconds",
         "rows": rows,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out_path}")
+    write_report(out_path, report)
     return 0
 
 
