@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
-from ndm.data import load_dataset
+from ndm.pipeline.data import load_dataset
 from ndm.metrics import (
     CleanFIDInception,
     InceptionWeightsNotFound,

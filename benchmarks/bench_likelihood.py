@@ -3,11 +3,11 @@
 For `digits` (1x8x8, configs/default.yaml's network) and `cifar10` (3x32x32, the paper's U-Net;
 --ci shrinks it) and the variants ddpm, ndm (dF/dt by the hand-written forward-mode pass),
 ndm/jvp-functorch (the same by torch.func.jvp) and ndm/separable, it times
-    ode_exact        ndm.likelihood.ode_nll, exact divergence (D vector-Jacobian products per
+    ode_exact        ndm.estimators.likelihood.ode_nll, exact divergence (D vector-Jacobian products per
                      evaluation of the drift h), fixed Heun steps (2 N evaluations); only when
                      D <= --exact-max-dims (digits: D = 64)
     ode_hutchinson   the same with one Rademacher probe (one vjp per evaluation)
-    nelbo_continuous ndm.likelihood.continuous_nelbo with K time samples per image
+    nelbo_continuous ndm.estimators.likelihood.continuous_nelbo with K time samples per image
 and reports seconds per image, NFE per image (x_hat evaluations, counted by ndm's EvalCounter)
 and milliseconds per NFE per image. Each ndm row's ratio to ddpm is the median over repeats of
 the ratio within a repeat (rows interleaved). Fresh models (zero last layers, randomised here
@@ -33,8 +33,8 @@ from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import SHAPES, model_config, randomize_zero_layers  # noqa: E402
 
-from ndm.likelihood import continuous_nelbo, ode_nll  # noqa: E402
-from ndm.variants import build_model  # noqa: E402
+from ndm.estimators.likelihood import continuous_nelbo, ode_nll  # noqa: E402
+from ndm.model.variants import build_model  # noqa: E402
 
 ROWS = (("ddpm", "default"), ("ndm", "jvp"), ("ndm", "jvp-functorch"), ("ndm", "separable"))
 

@@ -1,6 +1,6 @@
 """Sampling speed per sampler: samples/s and NFE/s for `digits` (8x8x1) and a 32x32x3 U-Net.
 
-For each (model, variant, sampler, steps) it draws n samples with ndm.sampling.sample and
+For each (model, variant, sampler, steps) it draws n samples with ndm.estimators.sampling.sample and
 reports seconds, samples/s, NFE per sample (x_hat network evaluations, counted) and NFE/s
 (= NFE x n / seconds: per-sample network evaluations per second, the throughput of the
 x_hat network inside the sampler), and nfe_F for learned F (ndm pays a JVP of F per drift
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from _common import write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
-from ndm.networks import NetworkConfig
-from ndm.sampling import FIXED_STEP_SAMPLERS, SAMPLERS, sample, seed_generator
-from ndm.variants import ModelConfig, build_model
+from ndm.model.networks import NetworkConfig
+from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, SAMPLERS, sample, seed_generator
+from ndm.model.variants import ModelConfig, build_model
 
 # The digits network of configs/default.yaml; DDPM's CIFAR-10 U-Net (35.7M parameters) and a CI-size one.
 NETWORKS = {
@@ -80,7 +80,7 @@ def main() -> int:
     for name in models:
         for variant in variants:
             if args.model is not None and name == "digits":
-                from ndm.train import load_trained_model
+                from ndm.pipeline.train import load_trained_model
 
                 model, run = load_trained_model(args.model, device=device)
                 if run.model.variant != variant:

@@ -3,7 +3,7 @@
 Shapes: `digits` (1x8x8, the x_hat network of configs/default.yaml, F of the same size) and `cifar10` (3x32x32, the
 paper's U-Net of configs/paper.yaml: channels 128, mult [1,2,2,2], 2 res blocks, attention
 at 16, dropout 0.1, Fourier features; --ci shrinks it to channels 32, mult [1,2], 1 block).
-A step is what ndm.train does per step: training_loss, backward, grad-norm clip, AdamW, EMA.
+A step is what ndm.pipeline.train does per step: training_loss, backward, grad-norm clip, AdamW, EMA.
 
 Rows (variant/option): every variant of the shape's config, plus for `ndm` the ways to get
 F and dF/dt (docs/performance.md):
@@ -63,9 +63,9 @@ import torch
 from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 from torch import nn
 
-from ndm.config import ConfigError, load_yaml, resolve_run_config
-from ndm.specs import VARIANTS, ModelConfig, NetworkConfig, get_variant
-from ndm.variants import build_model
+from ndm.pipeline.config import ConfigError, load_yaml, resolve_run_config
+from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, get_variant
+from ndm.model.variants import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {
@@ -166,11 +166,11 @@ def randomize_zero_layers(model: nn.Module, seed: int = 0, scale: float = 0.1) -
 
 
 def legacy_training_loss(model, x: torch.Tensor, time_sampling: str) -> torch.Tensor:
-    """The continuous-time training loss exactly as ndm.diffusion computed it before issue 8:
+    """The continuous-time training loss exactly as ndm.model.diffusion computed it before issue 8:
     F(x, 0) and F(x, 1) passes, F(x, t) forward, then one torch.func.jvp over [x; x_hat]
     (which repeats the forward at x), and the reconstruction window read off the device."""
-    from ndm.diffusion import antithetic_times, discretized_nll
-    from ndm.schedules import invert_gamma
+    from ndm.model.diffusion import antithetic_times, discretized_nll
+    from ndm.model.schedules import invert_gamma
 
     b = x.shape[0]
     box: dict = {}

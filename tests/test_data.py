@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ndm.data import (
+from ndm.pipeline.data import (
     DATASETS,
     PATCH_PHOTOS_TEST,
     PATCH_PHOTOS_TRAIN,
@@ -100,7 +100,7 @@ def test_toy2d_seeded_and_splits_differ():
 
 
 def test_gaussian_uses_spec_and_exact_moments():
-    from ndm.gaussian import GaussianSpec
+    from ndm.estimators.gaussian import GaussianSpec
 
     d = load_dataset("gaussian", seed=2, dim=5, n_train=100_000, n_test=10)
     spec = GaussianSpec.make(5, 2)

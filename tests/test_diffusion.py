@@ -11,12 +11,12 @@ import math
 import pytest
 import torch
 
-from ndm.diffusion import discretized_nll, levels_to_data
-from ndm.gaussian import GaussianOracle, GaussianSpec, exact_elbo_terms
-from ndm.likelihood import continuous_nelbo
-from ndm.networks import MLP, NetworkConfig, UNet
-from ndm.transforms import BlurTransform, NeuralTransform
-from ndm.variants import ModelConfig, build_model
+from ndm.model.diffusion import discretized_nll, levels_to_data
+from ndm.estimators.gaussian import GaussianOracle, GaussianSpec, exact_elbo_terms
+from ndm.estimators.likelihood import continuous_nelbo
+from ndm.model.networks import MLP, NetworkConfig, UNet
+from ndm.model.transforms import BlurTransform, NeuralTransform
+from ndm.model.variants import ModelConfig, build_model
 
 F64 = torch.float64
 MLP_CFG = NetworkConfig(kind="mlp", hidden=32, depth=2)

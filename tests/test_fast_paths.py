@@ -20,12 +20,12 @@ import math
 import pytest
 import torch
 
-from ndm.config import ConfigError, RunConfig, DataConfig, TrainConfig, validate_values
-from ndm.diffusion import discretized_nll, levels_to_data
-from ndm.networks import build_network
-from ndm.specs import ModelConfig, NetworkConfig
-from ndm.transforms import NeuralTransform, SeparableTransform
-from ndm.variants import build_model
+from ndm.pipeline.config import ConfigError, RunConfig, DataConfig, TrainConfig, validate_values
+from ndm.model.diffusion import discretized_nll, levels_to_data
+from ndm.model.networks import build_network
+from ndm.model.specs import ModelConfig, NetworkConfig
+from ndm.model.transforms import NeuralTransform, SeparableTransform
+from ndm.model.variants import build_model
 
 F64 = torch.float64
 # channels 64: 32 groups of 2 channels, so the time embedding survives GroupNorm (with one
@@ -238,7 +238,7 @@ def test_separable_prior_from_shared_pass_equals_direct():
 def test_nelbo_with_shared_passes_equals_separate_terms(variant, kw):
     """nelbo reuses F passes (F(x, 0) = x, a separable or time-independent F's one pass for the
     prior and reconstruction terms); each term equals the one computed on its own."""
-    from ndm.diffusion import antithetic_times
+    from ndm.model.diffusion import antithetic_times
 
     m = build_model(ModelConfig(variant=variant, network=MLP, parameterization="x", blur_sigma_max=2.0, **kw), (4,), 17).double().eval()
     randomize(m.net, seed=16)
@@ -276,7 +276,7 @@ def test_transform_time_option_validated_and_hash_stable_at_default():
     for key in ("transform_time", "transform_rank"):
         d["model"].pop(key)
     d["model"]["network"].pop("patch_size")
-    from ndm.config import config_hash
+    from ndm.pipeline.config import config_hash
 
     assert run.hash() == config_hash(d)  # adding the options did not change existing hashes
     sep = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm", transform_time="separable"), TrainConfig())

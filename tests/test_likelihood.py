@@ -1,6 +1,6 @@
 """NLL through the probability-flow ODE (issue 3) against exact values.
 
-Gaussian data x ~ N(m, S) with the exact predictor (ndm.calibrate.oracle_model): the model's
+Gaussian data x ~ N(m, S) with the exact predictor (ndm.estimators.calibrate.oracle_model): the model's
 ODE density is the data density up to the prior end (q(z_1) vs N(0, I)) and the decoder
 noise at t = 0, both < 1e-3 nats/dim here, so the ODE NLL must equal GaussianSpec.nll per
 example. For the linear non-identity F of ndm-blur the ELBO is loose (docs/math.md) but the
@@ -16,13 +16,13 @@ import torch
 
 from trained_digits import trained_digits
 
-from ndm.calibrate import calibrate, oracle_model
-from ndm.diffusion import data_to_levels, levels_to_data
-from ndm.gaussian import GaussianSpec, exact_elbo_terms
-from ndm.likelihood import _flow_and_divergence, continuous_nelbo, ode_log_density, ode_nll
-from ndm.networks import NetworkConfig
-from ndm.sampling import ode_drift, seed_generator
-from ndm.variants import ModelConfig, build_model
+from ndm.estimators.calibrate import calibrate, oracle_model
+from ndm.model.diffusion import data_to_levels, levels_to_data
+from ndm.estimators.gaussian import GaussianSpec, exact_elbo_terms
+from ndm.estimators.likelihood import _flow_and_divergence, continuous_nelbo, ode_log_density, ode_nll
+from ndm.model.networks import NetworkConfig
+from ndm.estimators.sampling import ode_drift, seed_generator
+from ndm.model.variants import ModelConfig, build_model
 
 F64 = torch.float64
 N_EXAMPLES = 1000
@@ -177,7 +177,7 @@ def test_calibrate_reports_the_ode_estimators():
 
 @pytest.fixture(scope="module")
 def digits_test_x():
-    from ndm.data import load_dataset, to_model_space
+    from ndm.pipeline.data import load_dataset, to_model_space
 
     ds = load_dataset("digits", seed=0)
     return to_model_space(ds.test[:24], ds.levels), ds.levels

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from ndm.data import load_dataset
+from ndm.pipeline.data import load_dataset
 from ndm.metrics import (
     ClassifierFeatures,
     CleanFIDInception,
@@ -181,7 +181,7 @@ def test_bootstrap_stderr_tracks_sampling_spread():
     d = load_dataset("gaussian", dim=8, seed=0, n_train=10, n_test=10)
     mean, cov = d.moments
     ref = exact_reference_stats((mean + 0.3, cov))
-    from ndm.gaussian import GaussianSpec
+    from ndm.estimators.gaussian import GaussianSpec
 
     spec = GaussianSpec.make(8, 0)
     values = [

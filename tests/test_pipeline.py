@@ -92,7 +92,7 @@ def test_smoke_pipeline_mlflow_store(smoke_run):
 
 
 def tr_summary(journal: Path) -> dict:
-    from ndm.tracking import journal_summary
+    from ndm.pipeline.tracking import journal_summary
 
     return journal_summary(journal)
 

@@ -27,12 +27,12 @@ import pytest
 import torch
 import yaml
 
-from ndm import tracking
-from ndm.checkpoint import CheckpointError
-from ndm.cli import main
-from ndm.config import RunConfig, load_yaml, resolve_run_config
-from ndm.tracking_jobs import JOURNAL_NAME, job_recorder, write_result_json
-from ndm.train import CHECKPOINT, METRICS, MODEL, NAN_AT_STEP_ENV, PREEMPTED_EXIT_CODE, SUMMARY, load_trained_model, train
+from ndm.pipeline import tracking
+from ndm.pipeline.checkpoint import CheckpointError
+from ndm.cli.main import main
+from ndm.pipeline.config import RunConfig, load_yaml, resolve_run_config
+from ndm.pipeline.tracking_jobs import JOURNAL_NAME, job_recorder, write_result_json
+from ndm.pipeline.train import CHECKPOINT, METRICS, MODEL, NAN_AT_STEP_ENV, PREEMPTED_EXIT_CODE, SUMMARY, load_trained_model, train
 
 NDM_SCRIPT = Path(sys.executable).with_name("ndm")  # the console script SLURM jobs run
 STEPS = 100
@@ -86,7 +86,7 @@ def child_env() -> dict[str, str]:
 def ndm_command(argv: list[str]) -> list[str]:
     if NDM_SCRIPT.exists():
         return [str(NDM_SCRIPT), *argv]
-    return [sys.executable, "-c", "import sys; from ndm.cli import main; sys.exit(main())", *argv]
+    return [sys.executable, "-c", "import sys; from ndm.cli.main import main; sys.exit(main())", *argv]
 
 
 def spawn_ndm(argv: list[str], log: Path) -> subprocess.Popen:
@@ -549,7 +549,7 @@ def test_eight_parallel_jobs_lose_no_run(tmp_path: Path, no_fault_env: None) -> 
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results", steps=20, log_every=5)
     assert main(["tracking-init", "--config", str(cfg)]) == 0  # a fresh store: migrations once
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ndm.cli", "ndm.train", "ndm.data", "ndm.tracking_jobs", "mlflow.entities",
+    ctx.set_forkserver_preload(["ndm.cli.main", "ndm.pipeline.train", "ndm.pipeline.data", "ndm.pipeline.tracking_jobs", "mlflow.entities",
                                 "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store"])
     barrier = ctx.Barrier(n)
     procs = []
@@ -594,7 +594,7 @@ def test_write_result_json_adds_provenance_atomically(tmp_path: Path) -> None:
 
 
 def test_job_recorder_disabled_and_preempted(tmp_path: Path, schema_db: Path) -> None:
-    from ndm.train import Preempted
+    from ndm.pipeline.train import Preempted
 
     cfg = load_yaml(write_config(tmp_path / "config.yaml", tmp_path / "results"))
     run = resolve_run_config(cfg, "toy2d", "ndm", 3)

@@ -1,6 +1,6 @@
 """The report stage: published numbers, tables, figures and the few-step answer.
 
-A session fixture runs the real pipeline pieces (ndm.train.train, the ndm.evaluate jobs,
+A session fixture runs the real pipeline pieces (ndm.pipeline.train.train, the ndm.pipeline.evaluate jobs,
 `ndm prepare-data`) on tiny models of toy2d and digits into a temporary results directory,
 with seed 1 run for toy2d only: toy2d rows then have a standard error across seeds,
 digits rows are partial (1 of 2 seeds) with missing files listed. Everything is compiled
@@ -88,10 +88,10 @@ RUNS = [("toy2d", v, s) for v in VARIANTS for s in (0, 1)] + [("digits", v, 0) f
 
 def _build_results(root: Path, config_path: Path) -> None:
     """Train and evaluate every run of RUNS with the real jobs, as the DAG's rules would."""
-    from ndm.cli import main as ndm_main
-    from ndm.config import resolve_run_config
-    from ndm.evaluate import evaluate_likelihood, evaluate_samples, feature_classifier, reference_stats, sample_grid
-    from ndm.train import train
+    from ndm.cli.main import main as ndm_main
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.evaluate import evaluate_likelihood, evaluate_samples, feature_classifier, reference_stats, sample_grid
+    from ndm.pipeline.train import train
 
     config = TINY_CONFIG
     for d in config["datasets"]:
@@ -113,7 +113,7 @@ def _build_results(root: Path, config_path: Path) -> None:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """results/ of RUNS and the report compiled from it by `ndm report`."""
-    from ndm.cli import main as ndm_main
+    from ndm.cli.main import main as ndm_main
 
     base = tmp_path_factory.mktemp("report")
     config_path = base / "config.yaml"

@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from trained_digits import trained_digits
 
-from ndm.data import from_model_space
-from ndm.gaussian import GaussianOracle, GaussianSpec, posterior_mean
-from ndm.networks import NetworkConfig
-from ndm.sampling import (
+from ndm.pipeline.data import from_model_space
+from ndm.estimators.gaussian import GaussianOracle, GaussianSpec, posterior_mean
+from ndm.model.networks import NetworkConfig
+from ndm.estimators.sampling import (
     FIXED_STEP_SAMPLERS,
     SAMPLERS,
     decode,
@@ -32,7 +32,7 @@ from ndm.sampling import (
     seed_generator,
     solve,
 )
-from ndm.variants import VARIANTS, ModelConfig, build_model
+from ndm.model.variants import VARIANTS, ModelConfig, build_model
 
 F64 = torch.float64
 # p = 1e-4 quantiles: a correct sampler fails one comparison with probability 1e-4.
@@ -228,7 +228,7 @@ def test_learned_F_solvers_agree_in_the_limit():
     """ndm with a learned-F code path (F = x + t NN(x, t), dF/dt by JVP) and the Gaussian oracle as
     x_hat: DDIM, Euler and Heun converge to the tight-tolerance dopri5 solution at their orders,
     so the posterior step and the ODE drift with learned F describe the same flow."""
-    from ndm.transforms import NeuralTransform
+    from ndm.model.transforms import NeuralTransform
 
     cfg = ModelConfig(variant="ndm", parameterization="x", network=NetworkConfig(kind="mlp", hidden=8, depth=1))
     m = build_model(cfg, (4,), None).double()
@@ -254,7 +254,7 @@ def test_learned_F_solvers_agree_in_the_limit():
 
 
 class CountingNet(nn.Module):
-    """Counts the rows it is called on, independently of ndm.sampling.EvalCounter."""
+    """Counts the rows it is called on, independently of ndm.estimators.sampling.EvalCounter."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
@@ -379,7 +379,7 @@ def test_trained_ode_samplers_agree_at_100_steps(digits_models):
 
 
 def test_cli_sample_writes_levels_and_costs(digits_models, tmp_path):
-    from ndm.cli import main
+    from ndm.cli.main import main
 
     _, path = digits_models["ddpm"]
     out = tmp_path / "s" / "samples.npz"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ndm.schedules import (
+from ndm.model.schedules import (
     CosineSchedule,
     DDPMSchedule,
     FlowSchedule,

@@ -1,4 +1,4 @@
-"""ndm.tracking against a real MLflow: SQLite stores, a real ``mlflow server``, a dead server.
+"""ndm.pipeline.tracking against a real MLflow: SQLite stores, a real ``mlflow server``, a dead server.
 
 Nothing is mocked. Servers are started on 127.0.0.1 with a free port by the tests and stopped
 by them.
@@ -25,7 +25,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from ndm import tracking as tr
+from ndm.pipeline import tracking as tr
 
 PROV = {"git_commit": "0" * 40, "git_dirty": False, "versions": {"torch": "x"}, "device": "cpu",
         "hostname": "h", "python": "3", "platform": "p", "slurm_job_id": None}
@@ -224,7 +224,7 @@ def test_parallel_processes_lose_no_run(pre_init: bool, store: str, tmp_path: Pa
         uri = _sqlite_uri(tmp_path / "fresh")
         assert not tr.sqlite_path(uri).exists()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ndm.tracking", "mlflow.entities", "mlflow.tracking",
+    ctx.set_forkserver_preload(["ndm.pipeline.tracking", "mlflow.entities", "mlflow.tracking",
                                 "mlflow.store.tracking.sqlalchemy_store"])
     barrier = ctx.Barrier(n)
     procs = [ctx.Process(target=_parallel_worker, args=(uri, i, steps, tmp_path, barrier))
@@ -412,7 +412,7 @@ def test_sync_refuses_unfinished_journal(store: str, tmp_path: Path) -> None:
 DEFERRED_JOB = r"""
 import json, sys
 from pathlib import Path
-from ndm.tracking_jobs import job_recorder
+from ndm.pipeline.tracking_jobs import job_recorder
 results = Path(sys.argv[1])
 config = {"experiment": "deferred", "results": str(results), "tracking_mode": "deferred"}
 for name in ("train", "likelihood"):
@@ -454,7 +454,7 @@ def test_deferred_jobs_journal_only_and_one_sync_pushes_them(store: str, tmp_pat
 
 
 def test_unknown_tracking_mode_is_refused() -> None:
-    from ndm.tracking_jobs import tracking_mode
+    from ndm.pipeline.tracking_jobs import tracking_mode
 
     assert tracking_mode({}) == "live"
     with pytest.raises(ValueError, match="tracking_mode must be one of"):

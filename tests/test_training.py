@@ -23,9 +23,9 @@ import pytest
 import torch
 import yaml
 
-from ndm.data import load_dataset
-from ndm.evaluate import histogram_baseline_bpd
-from ndm.specs import VARIANTS
+from ndm.pipeline.data import load_dataset
+from ndm.pipeline.evaluate import histogram_baseline_bpd
+from ndm.model.specs import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 400
@@ -43,10 +43,10 @@ def digits_config(steps: int) -> dict:
 def train_and_score(variant: str, steps: int) -> dict:
     """Worker: train one variant on digits, return its test NELBO (bits/dim)."""
     torch.set_num_threads(1)
-    from ndm.config import resolve_run_config
-    from ndm.data import to_model_space
-    from ndm.likelihood import continuous_nelbo
-    from ndm.train import load_trained_model, train
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.data import to_model_space
+    from ndm.estimators.likelihood import continuous_nelbo
+    from ndm.pipeline.train import load_trained_model, train
 
     ds = load_dataset("digits", seed=0)
     run = resolve_run_config(digits_config(steps), "digits", variant, seed=0)

@@ -10,8 +10,8 @@ DIGITS_NET = {"kind": "unet", "channels": 8, "channel_mult": [1, 2], "num_res_bl
 
 def trained_digits(variant: str, base: Path) -> tuple:
     """(model, path of its model.pt)."""
-    from ndm.config import resolve_run_config
-    from ndm.train import MODEL, load_trained_model, train
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.train import MODEL, load_trained_model, train
 
     cfg = {
         "datasets": {

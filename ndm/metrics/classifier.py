@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ndm.data import Dataset, to_model_space
+from ndm.pipeline.data import Dataset, to_model_space
 from ndm.metrics.inception import state_dict_digest
 
 __all__ = [

@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from . import figures
-from .collect import Results, collect, samplers_of
-from .fewstep import answer, comparison_table
-from .published import PublishedError, data_names, default_published_path, load_published
-from .tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table, write_table
+from ndm.report import figures
+from ndm.report.collect import Results, collect, samplers_of
+from ndm.report.fewstep import answer, comparison_table
+from ndm.report.published import PublishedError, data_names, default_published_path, load_published
+from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
             written += _safe(f"samples_{d}_{s}", figures.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
 
     answers = answer(comp.data, res.datasets)
-    from .readme import write_readme
+    from ndm.report.readme import write_readme
 
     written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results)))
     return {

@@ -1,6 +1,6 @@
 """Read whatever result files exist under a results directory into tidy pandas frames.
 
-Layout (written by the DAG, see ndm/evaluate.py and ndm/train.py):
+Layout (written by the DAG, see ndm/pipeline/evaluate.py and ndm/pipeline/train.py):
 
     <results>/<dataset>/data.json
     <results>/<dataset>/<variant>/seed<k>/{train_summary.json, metrics.jsonl, model.pt,
@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import ConfigError, resolve_eval_config
+from ndm.pipeline.config import ConfigError, resolve_eval_config
 
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .tables import Table, fmt_diff, fmt_num
+from ndm.report.tables import Table, fmt_diff, fmt_num
 
 NDM = "ndm"
 BASELINES = ("ddpm", "vdm", "vdm-fixed")

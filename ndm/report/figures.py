@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..specs import VARIANTS
-from .collect import Results
-from .style import (
+from ndm.model.specs import VARIANTS
+from ndm.report.collect import Results
+from ndm.report.style import (
     metric_label,
     message_figure,
     pyplot,
@@ -174,8 +174,8 @@ def bpd_vs_T_figure(bpd_T: pd.DataFrame, units: dict[str, str], path: Path) -> l
 
 
 def _fixed_schedule(config: dict, dataset: str, variant: str, seed: int):
-    from ..config import resolve_run_config
-    from ..schedules import build_schedule
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.model.schedules import build_schedule
 
     run = resolve_run_config(config, dataset, variant, seed)
     name = run.model.schedule or VARIANTS[variant].schedule
@@ -193,7 +193,7 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
     """gamma(t) = -log SNR(t): learned schedules (vdm, ndm-vdm; each seed) over the fixed ones."""
     import torch
 
-    from ..train import load_trained_model
+    from ndm.pipeline.train import load_trained_model
 
     plt = pyplot()
     t = np.linspace(0.0, 1.0, 201)
@@ -253,7 +253,7 @@ def transform_variants(variants: list[str]) -> list[str]:
 
 
 def _first_model(res: Results, d: str, v: str):
-    from ..train import load_trained_model
+    from ndm.pipeline.train import load_trained_model
 
     for s in res.seeds:
         p = res.run_dir(d, v, s) / "model.pt"
@@ -275,7 +275,7 @@ def _apply_F(model, x, t_value: float) -> np.ndarray:
 
 def transforms_figure(res: Results, dataset: str, path: Path) -> list[Path]:
     """F(x, t) at t in T_GRID for a few test images (rows) or many toy points (scatter)."""
-    from ..evaluate import load_split
+    from ndm.pipeline.evaluate import load_split
 
     variants = transform_variants(res.variants)
     if not variants:
@@ -408,8 +408,8 @@ def tile_images(samples: np.ndarray, levels: int, n: int = SAMPLE_TILE) -> np.nd
 
 
 def _reference_points(res: Results, config: dict, d: str) -> np.ndarray | None:
-    from ..config import resolve_run_config
-    from ..data import load_dataset
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.data import load_dataset
 
     try:
         run = resolve_run_config(config, d, res.variants[0], res.seeds[0])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .collect import Results
-from .fewstep import NDM
+from ndm.report.collect import Results
+from ndm.report.fewstep import NDM
 
 MAX_LISTED = 40
 

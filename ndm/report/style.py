@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..specs import VARIANTS
+from ndm.model.specs import VARIANTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError, resolve_eval_config
-from .collect import Results
-from .published import FID_COMPARABLE, cite, lookup
+from ndm.pipeline.config import ConfigError, resolve_eval_config
+from ndm.report.collect import Results
+from ndm.report.published import FID_COMPARABLE, cite, lookup
 
 FEATURE_METRIC = {"classifier": "fd_classifier", "inception": "fid_inception_tf", "clean": "fid_clean", "data": "fd_data"}
 

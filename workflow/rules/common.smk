@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ndm.config import ConfigError, resolve_eval_config, resolve_run_config
+from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
 
 # Datasets read from files under a root directory (the others ship inside packages or are generated).
 FILE_DATASETS = {"mnist", "cifar10", "imagenet32", "imagenet64"}

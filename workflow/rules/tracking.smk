@@ -6,7 +6,7 @@
 # what changed. With `tracking_mode: live` (paper config, SLURM) jobs log as they run and
 # this rule is not part of `all`.
 
-from ndm.tracking_jobs import tracking_mode
+from ndm.pipeline.tracking_jobs import tracking_mode
 
 TRACKING_DEFERRED = tracking_mode(config) == "deferred"
 TRACKING_OUTPUTS = [f"{RESULTS}/tracking_sync.json"] if TRACKING_DEFERRED else []

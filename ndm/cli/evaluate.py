@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli import _tracking_args, command
+from ndm.cli.main import _tracking_args, command
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -49,9 +49,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     import hashlib
 
-    from .config import load_yaml, resolve_run_config
-    from .data import load_dataset
-    from .evaluate import histogram_baseline_bpd, write_json
+    from ndm.pipeline.config import load_yaml, resolve_run_config
+    from ndm.pipeline.data import load_dataset
+    from ndm.pipeline.evaluate import histogram_baseline_bpd, write_json
 
     config = load_yaml(args.config)
     run = resolve_run_config(config, args.dataset, "ddpm", 0)
@@ -87,8 +87,8 @@ def _classifier_args(p: argparse.ArgumentParser) -> None:
 
 @command("train-classifier", "train the dataset's feature classifier for fd_classifier")(_classifier_args)
 def cmd_classifier(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .evaluate import feature_classifier
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.evaluate import feature_classifier
 
     _threads(args)
     info = feature_classifier(load_yaml(args.config), args.dataset, args.out, args.seed)
@@ -106,8 +106,8 @@ def _stats_args(p: argparse.ArgumentParser) -> None:
 
 @command("fid-stats", "reference statistics of a dataset in one feature space (cached per dataset)")(_stats_args)
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .evaluate import reference_stats
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.evaluate import reference_stats
 
     _threads(args)
     info = reference_stats(load_yaml(args.config), args.dataset, args.feature, args.out, args.classifier)
@@ -127,8 +127,8 @@ def _likelihood_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate-likelihood", "NELBO (continuous, each T) and ODE NLL of a trained model on the test split")(_likelihood_args)
 def cmd_likelihood(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .evaluate import evaluate_likelihood
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.evaluate import evaluate_likelihood
 
     _threads(args)
     config = load_yaml(args.config)
@@ -161,8 +161,8 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
 
 @command("sample-grid", "samples of a model with one or more samplers at every configured step count")(_grid_args)
 def cmd_grid(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .evaluate import sample_grid
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.evaluate import sample_grid
 
     _threads(args)
     if len(args.sampler) != len(args.out_dir):
@@ -193,8 +193,8 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
 
 @command("evaluate-samples", "Frechet distances (per feature space) of sample files against reference stats")(_fd_args)
 def cmd_fd(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .evaluate import evaluate_samples, sample_feature_extractors
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.evaluate import evaluate_samples, sample_feature_extractors
 
     _threads(args)
     config = load_yaml(args.config)
@@ -224,8 +224,8 @@ def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, me
     """One MLflow run per evaluation result (never fatal: the JSON file is the record)."""
     if getattr(args, "no_tracking", False) or "variant" not in out:
         return
-    from .cli import _recorder
-    from .config import resolve_run_config
+    from ndm.cli.main import _recorder
+    from ndm.pipeline.config import resolve_run_config
 
     out_path = Path(out_path or args.out)
     run = resolve_run_config(config, out["dataset"], out["variant"], int(out.get("seed", 0)))
@@ -247,8 +247,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("report", "compile tables and figures from whatever results exist")(_report_args)
 def cmd_report(args: argparse.Namespace) -> int:
-    from .config import load_yaml
-    from .report import compile_report
+    from ndm.pipeline.config import load_yaml
+    from ndm.report import compile_report
 
     summary = compile_report(load_yaml(args.config), args.results, args.out)
     print(json.dumps(summary))

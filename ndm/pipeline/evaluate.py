@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import EvalConfig, RunConfig, resolve_eval_config
-from .diffusion import DiffusionModel
-from .train import load_trained_model
+from ndm.pipeline.config import EvalConfig, RunConfig, resolve_eval_config
+from ndm.model.diffusion import DiffusionModel
+from ndm.pipeline.train import load_trained_model
 
 # Units of the likelihood numbers: bits/dim of discrete data (an upper bound on the
 # discrete NLL) or of a continuous density (can be negative) for continuous data.
@@ -35,7 +35,7 @@ UNITS_CONTINUOUS = "bits/dim of a continuous density"
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write a result file atomically, with provenance added (the DAG's source of truth)."""
-    from .tracking import provenance
+    from ndm.pipeline.tracking import provenance
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def _json_default(obj: Any) -> Any:
 
 def load_split(run: RunConfig, split: str, n: int | None = None) -> tuple[Tensor, Any]:
     """A split of the run's dataset in model space (first n examples: the same for every model)."""
-    from .data import load_dataset, to_model_space
+    from ndm.pipeline.data import load_dataset, to_model_space
 
     ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
     raw = ds.test if split == "test" else ds.train
@@ -92,7 +92,7 @@ def evaluate_likelihood(
     model_path: str | Path, config: dict, out_path: str | Path, *, device: str = "cpu", progress: bool = True
 ) -> dict[str, Any]:
     """NELBO (continuous time and each discrete T) and ODE NLL on the test split."""
-    from .likelihood import continuous_nelbo, discrete_nelbo
+    from ndm.estimators.likelihood import continuous_nelbo, discrete_nelbo
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
@@ -127,7 +127,7 @@ def evaluate_likelihood(
 
 def _ode_nll(model: DiffusionModel, x: Tensor, ev: EvalConfig, gen: torch.Generator) -> dict[str, Any]:
     """ODE NLL with the configured solver; a clear 'skipped' record where it is undefined."""
-    from . import likelihood
+    from ndm.estimators import likelihood
 
     if ev.ode.n_examples == 0:
         return {"skipped": "disabled in the config (eval.ode.n_examples: 0)"}
@@ -178,7 +178,7 @@ def sample_grid(
     a step count's samples do not depend on which other step counts were run. ode-adaptive
     has no step count; its file is steps0.npz (NFE measured).
     """
-    from .sampling import sample
+    from ndm.estimators.sampling import sample
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
@@ -230,7 +230,7 @@ def sample_grid(
 
 def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier_path: str | Path | None):
     """The extractor object of a feature space (ids match those stored in reference stats)."""
-    from . import metrics
+    from ndm import metrics
 
     if name == "classifier":
         if classifier_path is None:
@@ -247,9 +247,9 @@ def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier
 
 def feature_classifier(config: dict, dataset: str, out_path: str | Path, seed: int = 0) -> dict[str, Any]:
     """Train the dataset's feature classifier (the fd_classifier feature space) once."""
-    from . import metrics
-    from .config import resolve_run_config
-    from .data import load_dataset
+    from ndm import metrics
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.data import load_dataset
 
     run = resolve_run_config(config, dataset, "ddpm", seed)
     ev = resolve_eval_config(config, dataset)
@@ -271,9 +271,9 @@ def reference_stats(
     Continuous data with known moments (toy2d, gaussian) use the exact population
     moments in data space (n = None marks them exact).
     """
-    from . import metrics
-    from .config import resolve_run_config
-    from .data import load_dataset
+    from ndm import metrics
+    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.data import load_dataset
 
     run = resolve_run_config(config, dataset, "ddpm", seed)
     ev = resolve_eval_config(config, dataset)
@@ -304,7 +304,7 @@ def evaluate_samples(
     extractors: from `sample_feature_extractors`, for a caller scoring several sample sets
     with networks loaded once; built here when not given.
     """
-    from . import metrics
+    from ndm import metrics
 
     if extractors is None:
         extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)

@@ -1,7 +1,7 @@
 """`ndm calibrate`: every likelihood estimator on Gaussian data with the exact (oracle) model.
 
 For x ~ N(m, S) in R^D the NLL is exact, the oracle x_hat(z_t, t) = E[x | z_t] is exact,
-and the expected ELBO has a quadrature formula (ndm.gaussian.exact_elbo_terms). Each
+and the expected ELBO has a quadrature formula (ndm.estimators.gaussian.exact_elbo_terms). Each
 estimator is reported in bits/dim (of a continuous density, so it can be negative)
 beside the exact NLL of the same samples, with its standard error, so a reader sees
 at once whether an estimator is biased and by how much.
@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from .diffusion import bits_per_dim
-from .gaussian import GaussianOracle, GaussianSpec, exact_elbo_terms
-from .likelihood import Estimate, continuous_nelbo, discrete_nelbo, ode_nll
-from .networks import NetworkConfig
-from .variants import ModelConfig, build_model, get_variant
+from ndm.model.diffusion import bits_per_dim
+from ndm.estimators.gaussian import GaussianOracle, GaussianSpec, exact_elbo_terms
+from ndm.estimators.likelihood import Estimate, continuous_nelbo, discrete_nelbo, ode_nll
+from ndm.model.networks import NetworkConfig
+from ndm.model.variants import ModelConfig, build_model, get_variant
 
 # Variants whose F is linear (or the identity): the oracle is exact for them.
 CALIBRATABLE = ("ddpm", "vdm-fixed", "flow", "ndm-blur")
@@ -103,7 +103,7 @@ EXTRA_ESTIMATORS: dict[str, Any] = {}
 
 
 def _ode_estimator(divergence: str, method: str = "dopri5", steps: int = 100):
-    """NLL through the probability-flow ODE (ndm.likelihood.ode_nll), adaptive by default."""
+    """NLL through the probability-flow ODE (ndm.estimators.likelihood.ode_nll), adaptive by default."""
 
     def make(model, x, gen):
         return lambda: ode_nll(model, x, divergence=divergence, method=method, steps=steps, generator=gen)

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import command
+from ndm.cli.main import command
 
 SYNC_FAILED_EXIT_CODE = 1
 
@@ -31,9 +31,9 @@ def _init_args(p: argparse.ArgumentParser) -> None:
 
 @command("tracking-init", "create the MLflow store and experiment once, before parallel jobs (idempotent)")(_init_args)
 def cmd_tracking_init(args: argparse.Namespace) -> int:
-    from . import tracking
-    from .config import load_yaml
-    from .tracking_jobs import experiment_name, job_tracking_uri
+    from ndm.pipeline import tracking
+    from ndm.pipeline.config import load_yaml
+    from ndm.pipeline.tracking_jobs import experiment_name, job_tracking_uri
 
     config = load_yaml(args.config)
     uri = job_tracking_uri(config, args.tracking_uri)
@@ -65,7 +65,7 @@ def _sync_args(p: argparse.ArgumentParser) -> None:
 
 def _target_uri(journal: Path, explicit: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the store the job itself tried."""
-    from . import tracking
+    from ndm.pipeline import tracking
 
     if explicit:
         return explicit
@@ -75,7 +75,7 @@ def _target_uri(journal: Path, explicit: str | None) -> str:
 
 @command("tracking-sync", "push job journals into MLflow (idempotent; for jobs that ran while MLflow was down)")(_sync_args)
 def cmd_tracking_sync(args: argparse.Namespace) -> int:
-    from . import tracking
+    from ndm.pipeline import tracking
 
     journals = list(args.journals)
     if args.under is not None:
@@ -110,7 +110,7 @@ def cmd_tracking_sync(args: argparse.Namespace) -> int:
         print(f"ndm tracking-sync: {len(failed)} of {len(journals)} journal(s) not pushed; rerun when fixed (idempotent)", file=sys.stderr)
         return SYNC_FAILED_EXIT_CODE
     if args.summary is not None:
-        from .tracking_jobs import atomic_write_text
+        from ndm.pipeline.tracking_jobs import atomic_write_text
 
         atomic_write_text(args.summary, json.dumps({"runs": pushed}, indent=2) + "\n")
     return 0

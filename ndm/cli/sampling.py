@@ -5,7 +5,7 @@
 Writes OUT (npz) with `samples` (uint8 levels (N, C, H, W) for discrete data, float32 model-space
 arrays for continuous data), `nfe`, `nfe_F`, `seconds`, `steps` (0 for ode-adaptive), `seed`;
 and OUT with the suffix .json beside it: the same numbers plus the model path, sampler,
-tolerances, shapes and the sampler's NFE definition (ndm.sampling). Both are written
+tolerances, shapes and the sampler's NFE definition (ndm.estimators.sampling). Both are written
 atomically, the JSON last, so its presence means the npz is complete.
 """
 
@@ -16,11 +16,11 @@ import json
 import os
 from pathlib import Path
 
-from .cli import command
+from ndm.cli.main import command
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    from .sampling import SAMPLERS
+    from ndm.estimators.sampling import SAMPLERS
 
     p.add_argument("--model", required=True, help="trained model file (OUT/model.pt of `ndm train`)")
     p.add_argument("--sampler", required=True, choices=SAMPLERS)
@@ -43,8 +43,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .sampling import FIXED_STEP_SAMPLERS, sample, seed_generator
-    from .train import load_trained_model, pick_device
+    from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, sample, seed_generator
+    from ndm.pipeline.train import load_trained_model, pick_device
 
     if args.sampler in FIXED_STEP_SAMPLERS and (args.steps is None or args.steps < 1):
         raise SystemExit(f"ndm sample: --sampler {args.sampler} needs --steps >= 1")
@@ -102,7 +102,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "levels": model.levels,
         "npz": str(out),
         "nfe_definition": "x_hat network evaluations per sample, counted, including the decode call when F(x,0) != x; "
-        "nfe_F: learned-F evaluations per sample (a JVP counts once); see ndm.sampling",
+        "nfe_F: learned-F evaluations per sample (a JVP counts once); see ndm.estimators.sampling",
     }
     json_path = out.with_suffix(".json")
     tmp_json = json_path.with_name(f".{json_path.stem}.tmp.json")

@@ -27,10 +27,10 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save, load_checkpoint, remove_stale_temporaries
-from .config import RunConfig, run_config_from_dict
-from .diffusion import DiffusionModel
-from .variants import build_model
+from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save, load_checkpoint, remove_stale_temporaries
+from ndm.pipeline.config import RunConfig, run_config_from_dict
+from ndm.model.diffusion import DiffusionModel
+from ndm.model.variants import build_model
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -73,8 +73,8 @@ def pick_device(name: str) -> torch.device:
 
 def load_training_data(run: RunConfig) -> tuple[Tensor, tuple[int, ...], int | None, dict]:
     """The training split as a model-space float tensor, its event shape, levels, and info."""
-    from .config import ConfigError
-    from .data import load_dataset, to_model_space
+    from ndm.pipeline.config import ConfigError
+    from ndm.pipeline.data import load_dataset, to_model_space
 
     try:
         ds = load_dataset(run.data.name, root=run.data.root, download=run.data.download, seed=run.seed, **run.data.options)
@@ -169,7 +169,7 @@ def _truncate_metrics(path: Path, last_step: int) -> list[dict]:
             continue
         if isinstance(record, dict) and record.get("step", 0) <= last_step:
             keep.append(record)
-    from .tracking_jobs import atomic_write_text
+    from ndm.pipeline.tracking_jobs import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
     return keep
@@ -382,7 +382,7 @@ def train(
         "config_hash": run.hash(),
         "device": str(device),
     }
-    from .tracking_jobs import write_result_json
+    from ndm.pipeline.tracking_jobs import write_result_json
 
     write_result_json(out / SUMMARY, summary, run)  # adds provenance (GPU model name included)
     if recorder is not None:

@@ -13,7 +13,7 @@
 
 Every transformation gives F and dF/dt at fixed x. The default dF/dt is one forward-mode
 JVP in t: for the U-Net and MLP written out per layer (`net(x, t, time_derivative=True)`,
-ndm/networks.py), for any other network torch.func.jvp; both exact and a single pass.
+ndm/model/networks.py), for any other network torch.func.jvp; both exact and a single pass.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class NeuralTransform(Transform):
         return x + tb * self.net(x, t)
 
     def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        # Through self(...) so that forward hooks (ndm.sampling.EvalCounter) see the call.
+        # Through self(...) so that forward hooks (ndm.estimators.sampling.EvalCounter) see the call.
         if self.tangent == "manual" and getattr(self.net, "supports_time_derivative", False):
             return self(x, t, time_derivative=True)
         return super().with_time_derivative(x, t)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import Tensor, nn
 
-from .specs import VDM_GAMMA_MAX, VDM_GAMMA_MIN  # re-exported: the schedules own these values
+from ndm.model.specs import VDM_GAMMA_MAX, VDM_GAMMA_MIN  # re-exported: the schedules own these values
 
 
 @dataclass(frozen=True)

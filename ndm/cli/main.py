@@ -45,8 +45,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 @command("train", "train one (dataset, variant, seed); resumes from OUT/checkpoint.pt")(_train_args)
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_yaml, resolve_run_config
-    from .train import train
+    from ndm.pipeline.config import load_yaml, resolve_run_config
+    from ndm.pipeline.train import train
 
     if args.threads:
         import torch
@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
-    from .calibrate import CALIBRATABLE
+    from ndm.estimators.calibrate import CALIBRATABLE
 
     p.add_argument("--dim", type=int, required=True, help="dimension D of the Gaussian data")
     p.add_argument("--seed", type=int, default=0)
@@ -77,7 +77,7 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 
 @command("calibrate", "all likelihood estimators vs the exact NLL on Gaussian data (oracle model)")(_calibrate_args)
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import calibrate
+    from ndm.estimators.calibrate import calibrate
 
     steps = tuple(int(s) for s in args.steps.split(",") if s.strip())
     extra = tuple(s for s in args.extra.split(",") if s.strip())
@@ -107,7 +107,7 @@ def _recorder(args, config: dict, run, kind: str, journal_path: Path | None = No
     """An MLflow run recorder for this job (journal: OUT/mlflow_journal.jsonl), or a no-op."""
     if getattr(args, "no_tracking", False):
         return _NullRecorder()
-    from .tracking_jobs import JOURNAL_NAME, job_recorder
+    from ndm.pipeline.tracking_jobs import JOURNAL_NAME, job_recorder
 
     return job_recorder(
         kind=kind,
@@ -123,9 +123,9 @@ def _recorder(args, config: dict, run, kind: str, journal_path: Path | None = No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import ndm.cli_evaluate  # noqa: F401  (registers prepare-data, evaluate-*, sample-grid, ...)
-    import ndm.cli_tracking  # noqa: F401  (registers tracking-init, tracking-sync)
-    import ndm.cli_sampling  # noqa: F401  (registers sample)
+    import ndm.cli.evaluate  # noqa: F401  (registers prepare-data, evaluate-*, sample-grid, ...)
+    import ndm.cli.tracking  # noqa: F401  (registers tracking-init, tracking-sync)
+    import ndm.cli.sampling  # noqa: F401  (registers sample)
 
     parser = argparse.ArgumentParser(prog="ndm", description="Neural Diffusion Models benchmark")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .train import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
+    from ndm.pipeline.checkpoint import CheckpointError
+    from ndm.pipeline.config import ConfigError
+    from ndm.pipeline.train import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .diffusion import DiffusionModel, bits_per_dim
-from .schedules import invert_gamma
+from ndm.model.diffusion import DiffusionModel, bits_per_dim
+from ndm.model.schedules import invert_gamma
 
 
 @dataclass
@@ -192,7 +192,7 @@ def _flow_and_divergence(model: DiffusionModel, z: Tensor, t: Tensor, probes: Te
     Examples do not interact in any network here (no batch norm), so a vjp with a batched
     cotangent gives every example's own row of its Jacobian.
     """
-    from .sampling import ode_drift
+    from ndm.estimators.sampling import ode_drift
 
     h, vjp_fn = torch.func.vjp(lambda zz: ode_drift(model, zz, t), z)
     b = z.shape[0]
@@ -222,7 +222,7 @@ def gamma_uniform_grid(model: DiffusionModel, steps: int) -> list[float]:
     by 1.2 bits/dim at 25 steps on digits; uniform in gamma, every step moves the SNR by the
     same factor. For VDM's linear gamma the two grids coincide.
     """
-    from .schedules import invert_gamma
+    from ndm.model.schedules import invert_gamma
 
     param = next(model.parameters(), None)  # a learned schedule evaluates in its parameters' dtype
     like = {"dtype": param.dtype, "device": param.device} if param is not None else {"dtype": torch.float64}
@@ -334,7 +334,7 @@ def ode_nll(
     z_0 = alpha_0 E(x) + noise, and its decoder x_hat(z_0, 0) is not the inverse of E, so
     the density of x is not a change of variables of p_0 (the NELBO is reported for it).
     """
-    from .sampling import EvalCounter
+    from ndm.estimators.sampling import EvalCounter
 
     if not model.transform.identity_at_zero:
         raise ValueError(

@@ -20,10 +20,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import tracking
+from ndm.pipeline import tracking
 
 if TYPE_CHECKING:  # the config module imports torch; keep `ndm tracking-sync` light
-    from .config import RunConfig
+    from ndm.pipeline.config import RunConfig
 
 DEFAULT_EXPERIMENT = "ndm-bench"
 JOURNAL_NAME = "mlflow_journal.jsonl"
@@ -112,7 +112,7 @@ def job_provenance(device: str | None = None) -> dict[str, Any]:
 
 def _exit_status(exc: BaseException) -> str:
     """MLflow status of a job that raised: KILLED when preempted or interrupted, else FAILED."""
-    from .train import Preempted  # local: importing train imports torch
+    from ndm.pipeline.train import Preempted  # local: importing train imports torch
 
     return "KILLED" if isinstance(exc, (Preempted, KeyboardInterrupt, SystemExit)) else "FAILED"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .specs import VARIANTS, ModelConfig, NetworkConfig
+from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig
 
 
 class ConfigError(ValueError):

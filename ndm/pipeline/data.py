@@ -237,11 +237,11 @@ def load_gaussian(
     n_train: int = 50_000,
     n_test: int = 10_000,
 ) -> Dataset:
-    """x ~ N(m, S) from :class:`ndm.gaussian.GaussianSpec` ``make(dim, seed)``, float32 (N, D).
+    """x ~ N(m, S) from :class:`ndm.estimators.gaussian.GaussianSpec` ``make(dim, seed)``, float32 (N, D).
 
     The spec's exact mean and covariance ride along in ``moments`` (float64).
     """
-    from ndm.gaussian import GaussianSpec  # local: keeps `ndm.data` importable on its own
+    from ndm.estimators.gaussian import GaussianSpec  # local: keeps `ndm.pipeline.data` importable on its own
 
     spec = GaussianSpec.make(dim, seed)
     train = spec.sample(n_train, _generator(seed, 1)).to(torch.float32)

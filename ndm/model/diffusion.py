@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .schedules import Schedule, ScheduleValues
-from .transforms import SeparableTransform, Transform
+from ndm.model.schedules import Schedule, ScheduleValues
+from ndm.model.transforms import SeparableTransform, Transform
 
 PARAMETERIZATIONS = ("eps", "x", "v")
 
@@ -340,7 +340,7 @@ class DiffusionModel(nn.Module):
             if t is None:
                 t = antithetic_times(b, device=x.device, dtype=x.dtype)
                 if time_sampling == "gamma":
-                    from .schedules import invert_gamma
+                    from ndm.model.schedules import invert_gamma
 
                     with torch.no_grad():
                         # linspace, not torch.tensor([0, 1]): created on the device, no host copy (a sync)

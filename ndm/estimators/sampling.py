@@ -20,8 +20,8 @@ which they then decode exactly as the reconstruction term of the NELBO does:
 x = z_0 / alpha_0 when F(x, 0) = x (no network call), else x = x_hat(z_0, 0) (one more call,
 counted). So every sampler, at every step count, approximates the same distribution (the
 model's p(z_0) pushed through the same decoder), and the ODE likelihood in
-`ndm.likelihood.ode_nll` is the density of exactly this output. For discrete data the
-levels are the decoder's most likely level, the nearest bin centre (`ndm.data.from_model_space`).
+`ndm.estimators.likelihood.ode_nll` is the density of exactly this output. For discrete data the
+levels are the decoder's most likely level, the nearest bin centre (`ndm.pipeline.data.from_model_space`).
 
 NFE. `nfe` is the number of evaluations of the x_hat network per sample, counted by hooks on
 the network (not computed from a formula), including the decode call where there is one.
@@ -46,7 +46,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .diffusion import DiffusionModel
+from ndm.model.diffusion import DiffusionModel
 
 SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
 FIXED_STEP_SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "sde-em")
@@ -333,7 +333,7 @@ def sample(
     nfe, nfe_f = counter.per_sample(n)
     levels = None
     if model.levels is not None:
-        from .data import from_model_space
+        from ndm.pipeline.data import from_model_space
 
         levels = from_model_space(x, model.levels)
     return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=None if sampler == "ode-adaptive" else int(steps))

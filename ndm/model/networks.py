@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import Tensor, nn
 
-from .specs import NetworkConfig
+from ndm.model.specs import NetworkConfig
 
 
 def timestep_embedding(t: Tensor, dim: int, scale: float = 1000.0) -> Tensor:
@@ -453,7 +453,7 @@ def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int 
     vectors (D,) or for images flattened.
 
     out_multiplier k: k outputs per input channel (images) or dimension (vectors), e.g. the k
-    spatial factors G_k(x) of the time-separable F (ndm.transforms.SeparableTransform).
+    spatial factors G_k(x) of the time-separable F (ndm.model.transforms.SeparableTransform).
     """
     if cfg.kind == "unet":
         if len(event_shape) != 3 or event_shape[1] != event_shape[2]:

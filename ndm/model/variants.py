@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .diffusion import DiffusionModel
-from .networks import build_network
-from .schedules import build_schedule
-from .specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
-from .transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
+from ndm.model.diffusion import DiffusionModel
+from ndm.model.networks import build_network
+from ndm.model.schedules import build_schedule
+from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
+from ndm.model.transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
 
 __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant", "build_model", "build_transform"]
 

@@ -136,7 +136,7 @@ def exact_elbo_terms(
     decoder around z_0 / alpha_0, F(x, 0) = x) and the prior term have closed forms.
     `model` is a DiffusionModel on continuous data with F = identity or a linear F.
     """
-    from .schedules import invert_gamma
+    from ndm.model.schedules import invert_gamma
 
     dim = spec.dim
     sched = model.schedule

@@ -1,0 +1,1 @@
+"""The `ndm` command line: one module per group of subcommands."""
