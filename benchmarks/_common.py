@@ -24,9 +24,9 @@ def machine_info(load_before: tuple[float, float, float] | list[float]) -> dict:
 
 
 def write_report(out_path: Path, report: dict) -> None:
-    """Write the JSON atomically (a crash leaves the old file or the new one) and say where."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(out_path)
+    """Write the JSON atomically through ndm.pipeline.results (a crash leaves the old file or the
+    new one) and say where."""
+    from ndm.pipeline.results import atomic_write_text
+
+    atomic_write_text(out_path, json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nwrote {out_path}")

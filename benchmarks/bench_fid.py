@@ -93,7 +93,7 @@ def main() -> None:
     start = time.perf_counter()
     frechet_distance_from_samples(feats, ref.mu, ref.sigma)
     fd_timing["sample_route_seconds"] = time.perf_counter() - start
-    if not args.ci:  # one 2048 x 2048 sqrtm: about 9 s on 2 idle cores
+    if not args.ci:  # one 2048 x 2048 sqrtm is the slow step (docs/performance.md)
         start = time.perf_counter()
         frechet_distance(ref.mu, ref.sigma, ref.mu, ref.sigma)
         fd_timing["sqrtm_2048_seconds"] = time.perf_counter() - start

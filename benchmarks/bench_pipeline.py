@@ -10,7 +10,7 @@ wall time from the log. Writes JSON under results/benchmarks/.
 
     python benchmarks/bench_pipeline.py                         # results/default, newest matching log
     python benchmarks/bench_pipeline.py --results results/smoke  # another config's results
-    python benchmarks/bench_pipeline.py --log .snakemake/log/2026-11-23T134731.956104.snakemake.log
+    python benchmarks/bench_pipeline.py --log .snakemake/log/<timestamp>.snakemake.log
     python benchmarks/bench_pipeline.py --ci                     # a tiny synthetic run (tests the parsing)
 
 Snakemake reruns only jobs whose outputs are missing or stale, so a log covers the jobs of that

@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--model", type=Path, default=None, help="a trained model.pt to time instead of fresh digits models")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on shared CPUs oversubscribed threads were 10-50x slower here; 0 = torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: oversubscribed threads on a shared CPU are far slower, docs/performance.md; 0 = torch's choice)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default results/benchmarks/bench_sampling[_ci].json)")
     return p.parse_args()
 

@@ -11,7 +11,7 @@ F and dF/dt (docs/performance.md):
                           (also gives z_t's F) and one at x_hat, by the hand-written tangent
                           pass of the U-Net/MLP; F(x,0) = x costs nothing
     ndm/jvp-functorch     the same loss with torch.func.jvp for the tangent
-    ndm/original          the code before issue 8: F(x,t) forward, then torch.func.jvp over the
+    ndm/original          the baseline (first version): F(x,t) forward, then torch.func.jvp over the
                           batch [x; x_hat] (the forward at x twice), plus F passes at t = 0, 1
     ndm/separable         F = x + t sum_k cos(k pi t) G_k(x): one G pass at x and one at x_hat
                           give F, dF/dt and the prior's F(x, 1)
@@ -64,6 +64,7 @@ from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on
 from torch import nn
 
 from ndm.pipeline.config import ConfigError, load_yaml, resolve_run_config
+from ndm.model.diffusion import bits_per_dim
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, get_variant
 from ndm.model.variants import build_model
 
@@ -137,7 +138,7 @@ def model_config(shape: str, variant: str, option: str, ci: bool) -> tuple[Model
         section[variant] = {"model": {"parameterization": "x"}}
         run = resolve_run_config(config, dataset, variant, 0)
     cfg = run.model
-    # The comparison is with an F network of the same size as x_hat (issue 8), whatever the
+    # The comparison is with an F network of the same size as x_hat (as configs/paper.yaml runs it), whatever the
     # config runs (configs/default.yaml gives digits a small MLP F to fit a CPU).
     cfg.transform_network = None
     if ci and shape in CI_NETWORKS:
@@ -162,15 +163,15 @@ def randomize_zero_layers(model: nn.Module, seed: int = 0, scale: float = 0.1) -
                 p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p) * (scale / math.sqrt(fan_in)))
 
 
-# ---------------------------------------------------- the loss before issue 8
+# ---------------------------------------------------- the baseline: the first implementation's loss
 
 
 def legacy_training_loss(model, x: torch.Tensor, time_sampling: str) -> torch.Tensor:
-    """The continuous-time training loss exactly as ndm.model.diffusion computed it before issue 8:
+    """The continuous-time training loss exactly as ndm.model.diffusion first computed it:
     F(x, 0) and F(x, 1) passes, F(x, t) forward, then one torch.func.jvp over [x; x_hat]
     (which repeats the forward at x), and the reconstruction window read off the device."""
-    from ndm.model.diffusion import antithetic_times, discretized_nll
-    from ndm.model.schedules import invert_gamma
+    from ndm.model.diffusion import discretized_nll
+    from ndm.model.time_sampling import draw_times
 
     b = x.shape[0]
     box: dict = {}
@@ -184,13 +185,7 @@ def legacy_training_loss(model, x: torch.Tensor, time_sampling: str) -> torch.Te
     v1 = model.values(t1)
     s2 = model._bc(v1.sigma**2)
     prior = model._sum(0.5 * (s2 + model._bc(v1.alpha**2) * model.transform(x, t1) ** 2 - 1.0 - torch.log(s2)))
-    t = antithetic_times(b, device=x.device, dtype=x.dtype)
-    weight = None
-    if time_sampling == "gamma":
-        with torch.no_grad():
-            ends = model.values(torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype)).gamma
-            t = invert_gamma(model.schedule, ends[0] + t * (ends[1] - ends[0]))
-            weight = (ends[1] - ends[0]) / model.values(t).dgamma
+    t, weight = draw_times(model.schedule, b, sampling=time_sampling, device=x.device, dtype=x.dtype)
     v = model.schedule.values(t, box)
     z = model._bc(v.alpha) * model.transform(x, t) + model._bc(v.sigma) * eps_t
     x_hat = model.x_hat(z, t, v)
@@ -201,9 +196,8 @@ def legacy_training_loss(model, x: torch.Tensor, time_sampling: str) -> torch.Te
         f, df = torch.func.jvp(lambda s: model.transform(both, s), (tt,), (torch.ones_like(tt),))
         resid = model._bc(v.dgamma) * (f[:b] - f[b:]) - (df[:b] - df[b:])
         diff = 0.5 * v.snr / v.dgamma * model._sum(resid**2)
-    if weight is not None:
-        diff = diff * weight
-    scale = 1.0 / (model.dims * math.log(2.0))
+    diff = diff * weight
+    scale = bits_per_dim(1.0, model.dims)
     box["weight"] = 2.0 * diff.detach() * scale
     return (recon + diff + prior).mean() * scale
 
@@ -347,7 +341,7 @@ def precision_check(shape: str, variants: list[tuple[str, str]], args, device: t
                 loss, terms = model.training_loss(x, None, train["time_sampling"])
             loss.backward()
             grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
-            per_example = terms.total.detach().float() / (model.dims * math.log(2.0))
+            per_example = bits_per_dim(terms.total.detach().float(), model.dims)
             results[mode] = (float(loss.detach()), per_example, grad)
         model.x_hat_autocast = None
         l32, e32, g32 = results["fp32"]
@@ -406,7 +400,7 @@ def run_shape(shape: str, args, device: torch.device) -> tuple[list[Row], torch.
     rows = [Row(shape, v, o, args, device) for v, o in rows_for(shape, args)]
     print(f"\n== {shape} {tuple(event_shape)}, batch {batch}, x_hat network {rows[0].cfg.network}")
 
-    # the pre-issue loss and the current one agree (same model, same RNG draws; eval: no dropout)
+    # the baseline loss and the current one agree (same model, same RNG draws; eval: no dropout)
     check = {}
     if any(r.option == "original" for r in rows):
         cfg, train = model_config(shape, "ndm", "jvp", args.ci)

@@ -22,6 +22,7 @@ SCRIPTS = {
     "sampling": ["benchmarks/bench_sampling.py", "--ci", "--samplers", "ancestral,ddim,ode-euler"],
     "fid": ["benchmarks/bench_fid.py", "--ci", "--threads", "1"],
     "pipeline": ["benchmarks/bench_pipeline.py", "--ci"],
+    "compress": ["benchmarks/bench_compress.py", "--ci"],
 }
 
 
@@ -119,3 +120,12 @@ def test_bench_pipeline(outputs):
     assert total["wall_s"] == pytest.approx(42.5) and total["jobs"] == 4 and total["max_rss_mib"] == 620.0
     assert doc["rules"]["train"]["jobs"] == 2 and doc["rules"]["train"]["wall_s"] == pytest.approx(52.5)
     assert doc["rules"]["report"]["source"].startswith("snakemake log")  # no TSV: timed from the log
+
+
+def test_bench_compress(outputs):
+    doc = _ok(outputs, "compress")
+    assert doc["benchmark"] == "compress" and doc["ci"] is True
+    assert {(r["variant"], r["order"]) for r in doc["rows"]} == {("ddpm", "bitswap"), ("ndm", "posterior")}
+    for r in doc["rows"]:
+        assert r["roundtrip_exact"] is True
+        assert r["encode_images_per_s"] > 0 and r["decode_images_per_s"] > 0

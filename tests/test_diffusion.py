@@ -73,7 +73,7 @@ def test_identity_F_continuous_term_equals_vdm_formula(variant):
 
 @pytest.mark.parametrize("variant", ["ndm", "ndm-blur", "ndm-latent", "ndm-vdm"])
 def test_general_F_continuous_term_equals_drift_form(variant):
-    """L_diff = 1/2 ||b(z,t,x) - b(z,t,x_hat)||^2 / g^2 with b from DESIGN.md, for learned and fixed F."""
+    """L_diff = 1/2 ||b(z,t,x) - b(z,t,x_hat)||^2 / g^2 with b from docs/math.md (Notation), for learned and fixed F."""
     m = model(variant, blur_sigma_max=2.0)
     randomize(m.net, seed=1)
     if variant != "ndm-blur":

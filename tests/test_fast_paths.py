@@ -238,7 +238,7 @@ def test_separable_prior_from_shared_pass_equals_direct():
 def test_nelbo_with_shared_passes_equals_separate_terms(variant, kw):
     """nelbo reuses F passes (F(x, 0) = x, a separable or time-independent F's one pass for the
     prior and reconstruction terms); each term equals the one computed on its own."""
-    from ndm.model.diffusion import antithetic_times
+    from ndm.model.time_sampling import draw_times
 
     m = build_model(ModelConfig(variant=variant, network=MLP, parameterization="x", blur_sigma_max=2.0, **kw), (4,), 17).double().eval()
     randomize(m.net, seed=16)
@@ -249,7 +249,7 @@ def test_nelbo_with_shared_passes_equals_separate_terms(variant, kw):
     terms = m.nelbo(x)
     torch.manual_seed(0)
     eps0, eps_t = torch.randn_like(x), torch.randn_like(x)
-    t = antithetic_times(6, dtype=F64)
+    t, _ = draw_times(m.schedule, 6, dtype=F64)
     torch.testing.assert_close(terms.reconstruction, m.reconstruction_loss(x, eps0), rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(terms.diffusion, m.diffusion_loss(x, t, eps_t)[0], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(terms.prior, m.prior_loss(x), rtol=1e-13, atol=1e-13)
@@ -273,7 +273,7 @@ def test_discretized_nll_window_without_sync_matches():
 def test_transform_time_option_validated_and_hash_stable_at_default():
     run = RunConfig("digits", DataConfig(), ModelConfig(variant="ndm"), TrainConfig())
     d = run.to_dict()
-    for key in ("transform_time", "transform_rank"):
+    for key in ("transform_time", "transform_rank", "transform_gauge"):
         d["model"].pop(key)
     d["model"]["network"].pop("patch_size")
     from ndm.pipeline.config import config_hash

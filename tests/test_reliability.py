@@ -31,8 +31,10 @@ from ndm.pipeline import tracking
 from ndm.pipeline.checkpoint import CheckpointError
 from ndm.cli.main import main
 from ndm.pipeline.config import RunConfig, load_yaml, resolve_run_config
-from ndm.pipeline.tracking_jobs import JOURNAL_NAME, job_recorder, write_result_json
-from ndm.pipeline.train import CHECKPOINT, METRICS, MODEL, NAN_AT_STEP_ENV, PREEMPTED_EXIT_CODE, SUMMARY, load_trained_model, train
+from ndm.pipeline.results import write_result_json
+from ndm.pipeline.tracking_jobs import JOURNAL_NAME, job_recorder
+from ndm.pipeline.errors import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
+from ndm.pipeline.train import CHECKPOINT, METRICS, MODEL, SUMMARY, load_trained_model, load_training_data, train
 
 NDM_SCRIPT = Path(sys.executable).with_name("ndm")  # the console script SLURM jobs run
 STEPS = 100
@@ -78,7 +80,7 @@ def train_argv(config: Path, out: Path, variant: str, *extra: str) -> list[str]:
 
 def child_env() -> dict[str, str]:
     """One BLAS/OpenMP thread (bitwise reproducibility, and 2 shared cores); no inherited URIs."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", NAN_AT_STEP_ENV)}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return env
 
@@ -229,8 +231,7 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> References:
 
 
 @pytest.fixture
-def no_fault_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(NAN_AT_STEP_ENV, raising=False)
+def no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield
 
@@ -331,7 +332,7 @@ def _partial_run(tmp_path: Path, variant: str = "vdm-fixed", steps: int = 20, **
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_corrupt_checkpoint_fails_clearly_and_is_left_alone(
-    damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_fault_env: None
+    damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tracking_env: None
 ) -> None:
     cfg, out = _partial_run(tmp_path)
     ckpt = out / CHECKPOINT
@@ -347,7 +348,7 @@ def test_corrupt_checkpoint_fails_clearly_and_is_left_alone(
 
 @pytest.mark.parametrize("mismatch", ["variant", "config"])
 def test_checkpoint_of_another_job_is_refused(
-    mismatch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_fault_env: None
+    mismatch: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tracking_env: None
 ) -> None:
     cfg, out = _partial_run(tmp_path, variant="vdm-fixed")
     before = (out / CHECKPOINT).read_bytes()
@@ -379,38 +380,44 @@ def test_corrupt_model_file_names_the_file(tmp_path: Path) -> None:
         load_trained_model(out / MODEL)
 
 
-def test_nan_loss_fails_and_keeps_the_last_good_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A NaN loss in step 25 (1-based) surfaces at the step-30 checkpoint, which is not written.
+def test_nan_loss_fails_and_keeps_the_last_good_checkpoint(tmp_path: Path, no_tracking_env: None) -> None:
+    """Data that turns NaN after the step-20 checkpoint: step 21's loss is NaN, and the check
+    before the step-30 checkpoint stops the run without writing that checkpoint.
 
-    log_every is larger than the run, so only the check before each checkpoint can catch it.
+    log_every is larger than the run, so only the check before each checkpoint can catch it;
+    steps 22-30 are NaN too, and the error names the first one.
     """
     cfg, out = _partial_run(tmp_path, steps=20, log_every=1000)
     ckpt_bytes = (out / CHECKPOINT).read_bytes()
-    monkeypatch.setenv(NAN_AT_STEP_ENV, "24")  # 0-based step index
-    assert main(train_argv(cfg, out, "vdm-fixed", "--no-tracking", "--no-progress")) == 1
-    err = capsys.readouterr().err
-    assert "TrainingDiverged: non-finite loss at step 25 (toy2d/vdm-fixed, seed 0" in err, err
+    run = run_config(cfg, "vdm-fixed")
+    x, event_shape, levels, info = load_training_data(run)
+    with pytest.raises(TrainingDiverged) as diverged:
+        train(run, out, progress=False, data=(torch.full_like(x, torch.nan), event_shape, levels, info))
+    err = str(diverged.value)
+    assert "non-finite loss at step 21 (toy2d/vdm-fixed, seed 0" in err, err
     assert f"the last good checkpoint {out / CHECKPOINT} (step 20) is kept" in err
     assert "lower train.lr or set train.grad_clip" in err and f"delete {out / CHECKPOINT}" in err
     assert (out / CHECKPOINT).read_bytes() == ckpt_bytes, "a checkpoint was written after the NaN"
     assert not (out / MODEL).exists() and not (out / SUMMARY).exists()
 
 
-def test_nan_before_any_checkpoint_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_diverging_lr_before_any_checkpoint_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tracking_env: None
 ) -> None:
-    cfg = write_config(tmp_path / "config.yaml", tmp_path / "results")
+    """train.lr = 1e30: step 1's update throws the weights to ~1e29 and step 2's loss overflows.
+
+    The first log line (step 2) catches it: `ndm train` exits 1, and neither a checkpoint nor a
+    curve line with the NaN is written.
+    """
+    cfg = write_config(tmp_path / "config.yaml", tmp_path / "results", lr=1e30)
     out = tmp_path / "job"
-    monkeypatch.setenv(NAN_AT_STEP_ENV, "0")
     assert main(train_argv(cfg, out, "vdm-fixed", "--no-tracking", "--no-progress")) == 1
     err = capsys.readouterr().err
-    assert "non-finite loss at step 1 " in err and "no checkpoint was written yet" in err, err
-    assert not (out / CHECKPOINT).exists() and not (out / METRICS).exists()  # no NaN curve either
+    assert "TrainingDiverged: non-finite loss at step 2 " in err and "no checkpoint was written yet" in err, err
+    assert not (out / CHECKPOINT).exists() and not (out / METRICS).exists()
 
 
-def test_torn_metrics_line_does_not_block_resume(tmp_path: Path, references: References, no_fault_env: None) -> None:
+def test_torn_metrics_line_does_not_block_resume(tmp_path: Path, references: References, no_tracking_env: None) -> None:
     """A kill mid-write can leave half a JSON line in metrics.jsonl; resume drops it."""
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results")
     out = tmp_path / "job"
@@ -430,7 +437,7 @@ def test_torn_metrics_line_does_not_block_resume(tmp_path: Path, references: Ref
 
 
 def test_unknown_config_key_exits_2_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_fault_env: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tracking_env: None
 ) -> None:
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results", stepz=3)
     out = tmp_path / "job"
@@ -440,7 +447,7 @@ def test_unknown_config_key_exits_2_before_any_work(
     assert not out.exists() and not (tmp_path / "results").exists()
 
 
-def test_unknown_data_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_fault_env: None) -> None:
+def test_unknown_data_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tracking_env: None) -> None:
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results")
     config = load_yaml(cfg)
     config["datasets"]["toy2d"]["data"]["options"]["n_trian"] = 10
@@ -453,7 +460,7 @@ def test_unknown_data_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_missing_dataset_exits_1_and_the_run_is_recorded_failed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_db: Path, no_fault_env: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_db: Path, no_tracking_env: None
 ) -> None:
     results, uri = results_with_store(schema_db, tmp_path)
     cfg = write_config(tmp_path / "config.yaml", results)
@@ -476,7 +483,7 @@ def test_missing_dataset_exits_1_and_the_run_is_recorded_failed(
 
 
 def test_dead_mlflow_server_job_completes_and_syncs_later(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_db: Path, no_fault_env: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema_db: Path, no_tracking_env: None
 ) -> None:
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results", steps=30, log_every=5)
     out = tmp_path / "job"
@@ -539,7 +546,7 @@ def _cli_child(argv: list[str], log: str, barrier: Any) -> None:
 
 
 @pytest.mark.slow
-def test_eight_parallel_jobs_lose_no_run(tmp_path: Path, no_fault_env: None) -> None:
+def test_eight_parallel_jobs_lose_no_run(tmp_path: Path, no_tracking_env: None) -> None:
     """8 `ndm train` processes on one SQLite store, set up the pipeline's way (tracking-init).
 
     forkserver with the heavy modules preloaded, so eight processes do not each spend seconds
@@ -594,8 +601,6 @@ def test_write_result_json_adds_provenance_atomically(tmp_path: Path) -> None:
 
 
 def test_job_recorder_disabled_and_preempted(tmp_path: Path, schema_db: Path) -> None:
-    from ndm.pipeline.train import Preempted
-
     cfg = load_yaml(write_config(tmp_path / "config.yaml", tmp_path / "results"))
     run = resolve_run_config(cfg, "toy2d", "ndm", 3)
     with job_recorder(kind="train", config=cfg, run=run, journal_path=tmp_path / "j.jsonl", enabled=False) as rec:
@@ -755,7 +760,7 @@ def test_slurm_preempted_job_resumes(event: str, slurm_cluster: Any, tmp_path: P
     assert_same_training(tmp_path / "job", references.get("ndm"))
 
 
-def test_rerun_of_a_finished_job_rewrites_the_same_results(tmp_path: Path, no_fault_env: None) -> None:
+def test_rerun_of_a_finished_job_rewrites_the_same_results(tmp_path: Path, no_tracking_env: None) -> None:
     """Killed after the last checkpoint but before model.pt: the rerun trains no step, same files."""
     cfg = write_config(tmp_path / "config.yaml", tmp_path / "results", steps=10)
     out = tmp_path / "job"

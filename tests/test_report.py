@@ -30,7 +30,7 @@ PUBLISHED = REPO / "configs" / "published.csv"
 PAPER_YAML = REPO / "configs" / "paper.yaml"
 
 # The (dataset, variant, metric) combinations the NDM, VDM and DDPM papers report, with values
-# (DESIGN.md section 9). published.csv must have each as a primary, published row.
+# (docs/protocol.md, Published numbers). published.csv must have each as a primary, published row.
 PAPER_VALUES = {
     ("cifar10", "ndm", "nelbo_bpd"): 2.70,
     ("imagenet32", "ndm", "nelbo_bpd"): 3.55,
@@ -145,7 +145,7 @@ def test_published_csv_parses_and_has_the_papers_values() -> None:
 
 
 def _paper_rows() -> set[tuple[str, str, str]]:
-    """(data name, variant, nelbo_bpd) of every paper-config row; the brief's list until paper.yaml exists."""
+    """(data name, variant, nelbo_bpd) of every paper-config row; the papers' datasets until paper.yaml exists."""
     if PAPER_YAML.exists():
         paper = yaml.safe_load(PAPER_YAML.read_text())
         names = data_names(paper)
@@ -300,7 +300,7 @@ def test_figures_are_real_images(tiny: dict) -> None:
 
 
 def test_sample_grid_rescales_digit_levels() -> None:
-    from ndm.report.figures import tile_images
+    from ndm.report.figures_models import tile_images
 
     samples = np.full((4, 1, 8, 8), 16, dtype=np.uint8)  # the top level of K = 17
     tile = tile_images(samples, levels=17, n=2)
@@ -378,3 +378,49 @@ def test_nfe_axis_gives_one_tick_to_values_within_25_percent():
     _log_axis(ax, "x", np.array([5, 6, 10, 11, 25, 26, 100, 101, 100]))
     assert list(ax.xaxis.get_major_locator().tick_values(1, 200)) == [5, 10, 25, 100]
     plt.close(fig)
+
+
+def _constructed_few() -> pd.DataFrame:
+    """A few-step frame built by hand: two variants, three samplers reaching NFE 4 and 8 at
+    different step counts (heun-type samplers spend two evaluations per step)."""
+    rows = []
+    values = {  # (variant, sampler) -> value at NFE 4, NFE 8
+        ("ddpm", "ddim"): (50.0, 30.0),
+        ("ddpm", "dpmpp-2m"): (20.0, 12.0),
+        ("ddpm", "edm-heun"): (40.0, 10.0),
+        ("ndm", "ddim"): (45.0, 25.0),
+        ("ndm", "dpmpp-2m"): (25.0, 9.0),
+        ("ndm", "edm-heun"): (30.0, math.nan),
+    }
+    for (variant, sampler), vals in values.items():
+        per_step = 2 if sampler == "edm-heun" else 1
+        for nfe, value in zip((4, 8), vals):
+            rows.append({"dataset": "digits", "variant": variant, "sampler": sampler, "metric": "fd_classifier", "steps": nfe // per_step, "nfe": float(nfe), "nfe_F": 0.0, "value": value, "se": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_best_sampler_per_variant_and_nfe() -> None:
+    from ndm.report.fewstep import BEST, best_sampler_rows, best_sampler_table, comparison_table
+
+    few = _constructed_few()
+    best = best_sampler_rows(few).set_index(["variant", "nfe"])
+    assert best.loc[("ddpm", 4.0), "best_sampler"] == "dpmpp-2m" and best.loc[("ddpm", 4.0), "value"] == 20.0
+    assert best.loc[("ddpm", 8.0), "best_sampler"] == "edm-heun" and best.loc[("ddpm", 8.0), "steps"] == 8
+    assert best.loc[("ndm", 8.0), "best_sampler"] == "dpmpp-2m"  # a missing value never wins
+    assert set(best["sampler"]) == {BEST}
+    table = best_sampler_table(few, ["ddpm", "ndm"])
+    assert list(table.display.columns) == ["dataset", "metric", "NFE", "ddpm", "ndm"]
+    assert table.display.iloc[1]["ddpm"].endswith("(edm-heun)")
+    comp = comparison_table(few, pd.DataFrame()).data
+    at_best = comp[(comp["sampler"] == BEST) & (comp["baseline"] == "ddpm")].set_index("nfe")
+    assert at_best.loc[4.0, "diff"] == pytest.approx(25.0 - 20.0) and at_best.loc[8.0, "diff"] == pytest.approx(9.0 - 10.0)
+    # per-sampler rows are still there, matched by step count
+    assert set(comp["sampler"]) == {"ddim", "dpmpp-2m", "edm-heun", BEST}
+
+
+def test_fid_vs_nfe_has_a_best_sampler_panel(tmp_path: Path) -> None:
+    from ndm.report.figures import fid_vs_nfe_figure
+
+    written = fid_vs_nfe_figure(_constructed_few(), tmp_path / "fid_vs_nfe.png")
+    _assert_real_image(tmp_path / "fid_vs_nfe.png")
+    assert any(p.suffix == ".pdf" for p in written)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ndm.cli.main import _tracking_args, command
+from ndm.cli.registry import command, recorder, tracking_args
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _threads(args: argparse.Namespace) -> None:
-    """Use exactly the cores the scheduler gave this job (oversubscription is 10x slower)."""
+    """Use exactly the cores the scheduler gave this job (oversubscribed threads on a shared CPU are many times slower: docs/performance.md)."""
     if getattr(args, "threads", None):
         import torch
 
@@ -51,7 +51,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     from ndm.pipeline.config import load_yaml, resolve_run_config
     from ndm.pipeline.data import load_dataset
-    from ndm.pipeline.evaluate import histogram_baseline_bpd, write_json
+    from ndm.pipeline.evaluate import histogram_baseline_bpd
+    from ndm.pipeline.results import write_result_json
 
     config = load_yaml(args.config)
     run = resolve_run_config(config, args.dataset, "ddpm", 0)
@@ -70,7 +71,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     }
     if ds.levels is not None:
         summary["histogram_baseline_bpd"] = histogram_baseline_bpd(ds.train, ds.test, ds.levels)
-    write_json(args.out, summary)
+    write_result_json(args.out, summary)
     print(json.dumps({k: summary.get(k) for k in ("dataset", "n_train", "n_test", "event_shape", "levels", "histogram_baseline_bpd")}))
     return 0
 
@@ -122,7 +123,7 @@ def _likelihood_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model", required=True, help="model.pt of a training job")
     p.add_argument("--out", required=True, help="likelihood.json")
-    _tracking_args(p)
+    tracking_args(p)
 
 
 @command("evaluate-likelihood", "NELBO (continuous, each T) and ODE NLL of a trained model on the test split")(_likelihood_args)
@@ -188,7 +189,7 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", default=None)
     p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
     p.add_argument("--out", nargs="+", required=True, help="one JSON per --manifest (or one for --samples)")
-    _tracking_args(p)
+    tracking_args(p)
 
 
 @command("evaluate-samples", "Frechet distances (per feature space) of sample files against reference stats")(_fd_args)
@@ -224,16 +225,15 @@ def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, me
     """One MLflow run per evaluation result (never fatal: the JSON file is the record)."""
     if getattr(args, "no_tracking", False) or "variant" not in out:
         return
-    from ndm.cli.main import _recorder
     from ndm.pipeline.config import resolve_run_config
 
     out_path = Path(out_path or args.out)
     run = resolve_run_config(config, out["dataset"], out["variant"], int(out.get("seed", 0)))
     journal = out_path.with_suffix(".mlflow_journal.jsonl")
-    with _recorder(args, config, run, kind, journal) as recorder:
-        if recorder is not None:
-            recorder.log_metrics(metrics)
-            recorder.log_artifact(out_path)
+    with recorder(args, config, run, kind, journal) as rec:
+        if rec is not None:
+            rec.log_metrics(metrics)
+            rec.log_artifact(out_path)
 
 
 # ------------------------------------------------------------------- report

@@ -3,28 +3,29 @@
     ndm sample --model results/.../model.pt --sampler ddim --steps 10 --n 64 --seed 0 --out samples.npz
 
 Writes OUT (npz) with `samples` (uint8 levels (N, C, H, W) for discrete data, float32 model-space
-arrays for continuous data), `nfe`, `nfe_F`, `seconds`, `steps` (0 for ode-adaptive), `seed`;
+arrays for continuous data), `nfe`, `nfe_F`, `seconds`, `steps` (0 for ode-adaptive), `seed`,
+`time_grid` (--time-grid: the fixed-step samplers' grid, ndm.estimators.time_grids);
 and OUT with the suffix .json beside it: the same numbers plus the model path, sampler,
-tolerances, shapes and the sampler's NFE definition (ndm.estimators.sampling). Both are written
-atomically, the JSON last, so its presence means the npz is complete.
+tolerances, shapes, the sampler's NFE definition (ndm.estimators.sampling) and provenance. Both are
+written atomically (ndm.pipeline.results), the JSON last, so its presence means the npz is complete.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
-from ndm.cli.main import command
+from ndm.cli.registry import command
 
 
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    from ndm.estimators.sampling import SAMPLERS
+    from ndm.estimators.sampling import SAMPLERS, TIME_GRIDS
 
     p.add_argument("--model", required=True, help="trained model file (OUT/model.pt of `ndm train`)")
     p.add_argument("--sampler", required=True, choices=SAMPLERS)
     p.add_argument("--steps", type=int, default=None, help="number of steps (all samplers but ode-adaptive)")
+    p.add_argument("--time-grid", default="uniform-t", choices=TIME_GRIDS, help="grid of the fixed-step samplers (ndm.estimators.time_grids)")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise generator (CPU, so any device gives the same noise)")
     p.add_argument("--out", required=True, help="output .npz (a .json with the same stem is written beside it)")
@@ -44,6 +45,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, sample, seed_generator
+    from ndm.pipeline.results import atomic_write, write_result_json
     from ndm.pipeline.train import load_trained_model, pick_device
 
     if args.sampler in FIXED_STEP_SAMPLERS and (args.steps is None or args.steps < 1):
@@ -66,6 +68,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=device,
         progress=not args.no_progress,
+        time_grid=args.time_grid,
     )
     if not torch.isfinite(res.x).all():
         raise SystemExit(f"ndm sample: {args.sampler} produced non-finite samples (model {args.model})")
@@ -81,12 +84,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "seconds": np.float64(res.seconds),
         "steps": np.int64(steps or 0),
         "seed": np.int64(args.seed),
+        "time_grid": np.str_(args.time_grid),
     }
     if args.save_float and res.levels is not None:
         arrays["x"] = res.x.float().cpu().numpy()
-    tmp = out.with_name(f".{out.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: np.savez(f, **arrays))
     meta = {
         **res.summary(),
         "model": str(args.model),
@@ -104,9 +106,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "nfe_definition": "x_hat network evaluations per sample, counted, including the decode call when F(x,0) != x; "
         "nfe_F: learned-F evaluations per sample (a JVP counts once); see ndm.estimators.sampling",
     }
-    json_path = out.with_suffix(".json")
-    tmp_json = json_path.with_name(f".{json_path.stem}.tmp.json")
-    tmp_json.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_json, json_path)
+    write_result_json(out.with_suffix(".json"), meta)
     print(json.dumps({k: meta[k] for k in ("sampler", "steps", "n", "nfe", "nfe_F", "seconds", "samples_per_s", "npz")}))
     return 0

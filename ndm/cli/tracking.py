@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from ndm.cli.main import command
+from ndm.cli.registry import command
 
 SYNC_FAILED_EXIT_CODE = 1
 
@@ -110,7 +110,7 @@ def cmd_tracking_sync(args: argparse.Namespace) -> int:
         print(f"ndm tracking-sync: {len(failed)} of {len(journals)} journal(s) not pushed; rerun when fixed (idempotent)", file=sys.stderr)
         return SYNC_FAILED_EXIT_CODE
     if args.summary is not None:
-        from ndm.pipeline.tracking_jobs import atomic_write_text
+        from ndm.pipeline.results import atomic_write_text
 
         atomic_write_text(args.summary, json.dumps({"runs": pushed}, indent=2) + "\n")
     return 0

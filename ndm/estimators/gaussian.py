@@ -8,7 +8,7 @@ marginal z_t = alpha_t C_t x + sigma_t eps is jointly Gaussian with x, so
 and, because F is linear, F(E[x|z_t], t) = E[F(x, t) | z_t]: plugging this x_hat
 into the reverse process gives the exact time reversal of the forward process.
 The exact NLL of the data is the Gaussian log-density. Every estimator in `ndm`
-is checked against these values (DESIGN.md section 4).
+is checked against these values (docs/math.md, Checks).
 """
 
 from __future__ import annotations
@@ -136,15 +136,14 @@ def exact_elbo_terms(
     decoder around z_0 / alpha_0, F(x, 0) = x) and the prior term have closed forms.
     `model` is a DiffusionModel on continuous data with F = identity or a linear F.
     """
-    from ndm.model.schedules import invert_gamma
+    from ndm.model.time_sampling import gamma_uniform_times
 
     dim = spec.dim
     sched = model.schedule
     dtype = torch.float64
     ends = sched.values(torch.tensor([0.0, 1.0], dtype=dtype))
-    g0, g1 = ends.gamma[0], ends.gamma[1]
     u = (torch.arange(n_quad, dtype=dtype) + 0.5) / n_quad
-    t = invert_gamma(sched, g0 + u * (g1 - g0))
+    t, dt_du = gamma_uniform_times(sched, u)  # midpoints in u; dt = du (gamma_1 - gamma_0) / gamma'(t)
     v = sched.values(t)
     eye = torch.eye(dim, dtype=dtype)
     if linear_map is None:
@@ -160,8 +159,7 @@ def exact_elbo_terms(
     post_cov = cov - gain @ torch.linalg.solve(cov_z, gain.transpose(1, 2))
     amat = v.dgamma.view(-1, 1, 1) * c - dc
     integrand = v.snr / (2 * v.dgamma) * torch.einsum("bij,bjk,bik->b", amat, post_cov, amat)
-    # dt = du (gamma_1 - gamma_0) / gamma'(t)
-    diffusion = (integrand * (g1 - g0) / v.dgamma).mean().item()
+    diffusion = (integrand * dt_du).mean().item()
 
     scale2 = (ends.sigma[0] / ends.alpha[0]).item() ** 2
     reconstruction = 0.5 * dim * math.log(2 * math.pi * scale2) + 0.5 * dim

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ndm.estimators.eval_mode import eval_mode
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
-from ndm.model.schedules import invert_gamma
+from ndm.model.time_sampling import draw_steps, draw_times, gamma_uniform_times
 
 
 @dataclass
@@ -59,12 +60,6 @@ class Estimate:
         return out
 
 
-def stratified_uniform(n: int, k: int, generator: torch.Generator | None, device, dtype) -> Tensor:
-    """(n, k) samples u_ij = (u_i + j / k) mod 1: each row stratified, each entry U(0, 1)."""
-    u0 = torch.rand(n, 1, generator=generator, device=device, dtype=dtype)
-    return torch.remainder(u0 + torch.arange(k, device=device, dtype=dtype) / k, 1.0)
-
-
 def _randn(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
@@ -82,17 +77,11 @@ def continuous_nelbo(
 
     importance=True samples gamma uniformly between the end points (t = gamma^{-1}(gamma))
     and weights by p(t)^{-1} = (gamma_1 - gamma_0) / gamma'(t): the same expectation,
-    much less variance for schedules that are steep at an end.
+    much less variance for schedules that are steep at an end (ndm.model.time_sampling).
     """
     n, k = x.shape[0], n_time_samples
-    u = stratified_uniform(n, k, generator, x.device, x.dtype).reshape(-1)
-    if importance:
-        ends = model.values(torch.tensor([0.0, 1.0], device=x.device, dtype=x.dtype))
-        g0, g1 = ends.gamma[0], ends.gamma[1]
-        t = invert_gamma(model.schedule, g0 + u * (g1 - g0))
-        weight = (g1 - g0) / model.values(t).dgamma
-    else:
-        t, weight = u, torch.ones_like(u)
+    sampling = "gamma" if importance else "uniform"
+    t, weight = draw_times(model.schedule, n, k, sampling, generator=generator, device=x.device, dtype=x.dtype)
     x_rep = x.repeat_interleave(k, dim=0)
     eps = _randn(x_rep.shape, x_rep, generator)
     diff = torch.cat(
@@ -124,13 +113,8 @@ def discrete_nelbo(
     integer m draws m stratified steps per example and scales by T / m (unbiased).
     """
     n = x.shape[0]
-    if n_step_samples is None or n_step_samples >= n_steps:
-        m = n_steps
-        i = torch.arange(1, n_steps + 1, device=x.device).repeat(n)
-    else:
-        m = n_step_samples
-        u = stratified_uniform(n, m, generator, x.device, torch.float64).reshape(-1)
-        i = (torch.floor(u * n_steps).long() + 1).clamp(1, n_steps)
+    m = n_steps if n_step_samples is None else min(n_step_samples, n_steps)
+    i = draw_steps(n_steps, n, m, generator=generator, device=x.device)
     x_rep = x.repeat_interleave(m, dim=0)
     eps = _randn(x_rep.shape, x_rep, generator)
     kl = torch.cat(
@@ -218,17 +202,13 @@ def gamma_uniform_grid(model: DiffusionModel, steps: int) -> list[float]:
     """t_0 = 0 < t_1 < ... < t_N = 1 with gamma(t_i) uniform between gamma(0) and gamma(1).
 
     The probability-flow field scales with gamma'(t): a grid uniform in t puts few steps
-    where gamma is steep (DDPM's schedule near both ends), and there fixed-step Heun was off
-    by 1.2 bits/dim at 25 steps on digits; uniform in gamma, every step moves the SNR by the
+    where gamma is steep (DDPM's schedule near both ends), and there fixed-step Heun is far off
+    at few steps (docs/math.md, ODE likelihood grid); uniform in gamma, every step moves the SNR by the
     same factor. For VDM's linear gamma the two grids coincide.
     """
-    from ndm.model.schedules import invert_gamma
-
     param = next(model.parameters(), None)  # a learned schedule evaluates in its parameters' dtype
     like = {"dtype": param.dtype, "device": param.device} if param is not None else {"dtype": torch.float64}
-    ends = model.values(torch.linspace(0.0, 1.0, 2, **like)).gamma
-    targets = ends[0] + torch.linspace(0.0, 1.0, steps + 1, **like) * (ends[1] - ends[0])
-    t = invert_gamma(model.schedule, targets)
+    t, _ = gamma_uniform_times(model.schedule, torch.linspace(0.0, 1.0, steps + 1, **like))
     grid = [float(v) for v in t]
     grid[0], grid[-1] = 0.0, 1.0
     return grid
@@ -353,11 +333,9 @@ def ode_nll(
         from tqdm import tqdm
 
         bar = tqdm(total=n, desc=f"ode nll ({divergence}, {method})", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-    was_training = model.training
-    model.eval()
     counter = EvalCounter(model)
     try:
-        with counter:
+        with eval_mode(model), counter:
             for xb in x.split(batch_size):
                 if levels is not None:
                     xb = dequantize(xb, levels, generator)
@@ -374,7 +352,6 @@ def ode_nll(
                 if bar is not None:
                     bar.update(xb.shape[0])
     finally:
-        model.train(was_training)
         if bar is not None:
             bar.close()
     out = {k: torch.cat(v) for k, v in terms.items()}

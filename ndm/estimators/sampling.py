@@ -1,9 +1,9 @@
 """Reverse-process samplers at any step count, each counting its network evaluations (NFE).
 
 Every sampler starts from z_1 ~ N(0, I), runs the model's reverse process from t = 1 to
-t = 0, and decodes the state z_0 it reaches (DESIGN.md section 3, docs/math.md
-"Samplers and the ODE likelihood"). With a uniform grid t_i = i / N, i = N, ..., 0,
-a step goes from t = t_i to s = t_{i-1} < t:
+t = 0, and decodes the state z_0 it reaches (docs/math.md, Notation and
+"Samplers and the ODE likelihood"). On a descending grid from t = 1 to t = 0 (by default
+uniform, t_i = i / N, i = N, ..., 0), a step goes from t = t_i to s = t_{i-1} < t:
 
     ancestral     z_s ~ p_theta(z_s | z_t) = q(z_s | z_t, x = x_hat(z_t, t))        (eta = 1)
     ddim          z_s = mean of q(z_s | z_t, x = x_hat(z_t, t)) with variance 0     (eta = 0)
@@ -11,6 +11,12 @@ a step goes from t = t_i to s = t_{i-1} < t:
     ode-heun      z~ = z_t + (s - t) h(z_t, t);  z_s = z_t + (s - t)/2 [h(z_t, t) + h(z~, s)]
     ode-adaptive  dopri5 (torchdiffeq) on dz/dt = h(z, t) from t = 1 to 0, tolerances rtol, atol
     sde-em        z_s = z_t + (s - t) b(z_t, t) + sqrt(g^2(t) (t - s)) xi,   xi ~ N(0, I)
+    dpmpp-2m      DPM-Solver++(2M) (F = identity) and its NDM generalisation (any F)
+    edm-heun      EDM's Heun on x = z / alpha in s = sigma / alpha (any F)
+
+(the last two in ndm.estimators.multistep, derived in docs/math.md "Few-step samplers").
+The grid t_i of every fixed-step sampler is chosen by `time_grid`
+(ndm.estimators.time_grids: uniform-t, the default, uniform-logsnr or edm).
 
 with the probability-flow drift h(z, t) = mu_t' + (sigma_t'/sigma_t)(z - mu_t),
 mu_t = alpha_t F(x_hat(z, t), t), and the reverse-SDE drift b (`DiffusionModel.drifts`).
@@ -29,7 +35,11 @@ the network (not computed from a formula), including the decode call where there
 0 for fixed F): the posterior evaluates F(x_hat, s) and F(x_hat, t) (2 per step), the drift
 F and dF/dt in one forward-mode JVP (1 per x_hat evaluation). With N steps and F(x, 0) = x:
 
-    ancestral, ddim, ode-euler, sde-em: nfe = N;   ode-heun: nfe = 2N;   ode-adaptive: counted.
+    ancestral, ddim, ode-euler, sde-em, dpmpp-2m: nfe = N;   ode-heun, edm-heun: nfe = 2N;
+    ode-adaptive: counted.
+
+dpmpp-2m evaluates F three times per step for a learned time-dependent F (see
+ndm.estimators.multistep); edm-heun once per x_hat evaluation (a JVP, as the drift samplers).
 
 The adaptive solver integrates a batch jointly (one step size for the batch, torchdiffeq's
 RMS error norm over the batch), so its NFE is per batch and depends on the batch size.
@@ -39,19 +49,20 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ndm.estimators.eval_mode import eval_mode
+from ndm.estimators.multistep import GRID_SOLVERS, multistep_nfe
+from ndm.estimators.time_grids import make_time_grid
 from ndm.model.diffusion import DiffusionModel
+from ndm.names import FIXED_STEP_SAMPLERS, SAMPLERS, TIME_GRIDS
 
-SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
-FIXED_STEP_SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "ode-euler", "ode-heun", "sde-em")
 # x_hat evaluations per step of the fixed-step samplers (the decode call comes on top).
-EVALS_PER_STEP: dict[str, int] = {"ancestral": 1, "ddim": 1, "ode-euler": 1, "ode-heun": 2, "sde-em": 1}
+EVALS_PER_STEP: dict[str, int] = {"ancestral": 1, "ddim": 1, "ode-euler": 1, "ode-heun": 2, "sde-em": 1, "dpmpp-2m": 1, "edm-heun": 2}
 
 
 @dataclass
@@ -59,7 +70,8 @@ class SampleResult:
     """Samples and what they cost.
 
     x: (n, *event_shape) decoded samples in model space; levels: uint8 levels for discrete
-    data (None for continuous data); nfe / nfe_F: x_hat / learned-F evaluations per sample.
+    data (None for continuous data); nfe / nfe_F: x_hat / learned-F evaluations per sample;
+    time_grid: the grid of the fixed-step samplers (ndm.estimators.time_grids).
     """
 
     x: Tensor
@@ -69,12 +81,14 @@ class SampleResult:
     seconds: float
     sampler: str
     steps: int | None
+    time_grid: str = "uniform-t"
 
     def summary(self) -> dict:
         n = self.x.shape[0]
         return {
             "sampler": self.sampler,
             "steps": self.steps,
+            "time_grid": self.time_grid,
             "n": n,
             "nfe": self.nfe,
             "nfe_F": self.nfe_F,
@@ -146,13 +160,6 @@ def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     """
     gen_device = generator.device if generator is not None else torch.device(device)
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-def time_grid(steps: int, device: torch.device | str, dtype: torch.dtype) -> Tensor:
-    """t_i = i / N for i = N, ..., 0 (descending, N + 1 points); both ends are used."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return torch.arange(steps, -1, -1, device=device, dtype=torch.float64).div(steps).to(dtype)
 
 
 def _full(value: Tensor | float, like: Tensor) -> Tensor:
@@ -233,11 +240,13 @@ def _adaptive(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) -> Te
 # --------------------------------------------------------------------- public
 
 
-def _check(sampler: str, steps: int | None) -> None:
+def _check(sampler: str, steps: int | None, time_grid: str = "uniform-t") -> None:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if sampler in FIXED_STEP_SAMPLERS and (steps is None or int(steps) < 1):
         raise ValueError(f"sampler {sampler!r} needs steps >= 1, got {steps}")
+    if time_grid not in TIME_GRIDS:
+        raise ValueError(f"unknown time grid {time_grid!r}; choose one of {TIME_GRIDS} (eval.time_grid)")
 
 
 @torch.no_grad()
@@ -251,32 +260,26 @@ def solve(
     atol: float = 1e-5,
     generator: torch.Generator | None = None,
     on_step: Callable[[], None] | None = None,
+    time_grid: str = "uniform-t",
 ) -> Tensor:
-    """Run `sampler` from the given z_1 (one batch) down to t = 0; returns z_0 (not decoded).
+    """Run `sampler` from the given z_1 (one batch) down to t = 0 on the grid `time_grid`;
+    returns z_0 (not decoded).
 
     Exposed so that tests can compare deterministic samplers with an exact flow map.
     """
-    _check(sampler, steps)
+    _check(sampler, steps, time_grid)
     if sampler == "ode-adaptive":
         return _adaptive(model, z1, rtol, atol)
+    grid = make_time_grid(int(steps), time_grid, model.schedule, device=z1.device, dtype=z1.dtype)
+    if sampler in GRID_SOLVERS:
+        return GRID_SOLVERS[sampler](model, z1, grid, on_step)
     step = STEP_FUNCTIONS[sampler]
-    grid = time_grid(int(steps), z1.device, z1.dtype)
     z = z1
     for i in range(int(steps)):
         z = step(model, z, _full(grid[i], z), _full(grid[i + 1], z), generator)
         if on_step is not None:
             on_step()
     return z
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def sample(
@@ -292,16 +295,17 @@ def sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = False,
+    time_grid: str = "uniform-t",
 ) -> SampleResult:
-    """n samples from `model` with `sampler` (see SAMPLERS) at `steps` steps (fixed-step
-    samplers) or tolerances rtol/atol (ode-adaptive).
+    """n samples from `model` with `sampler` (see SAMPLERS) at `steps` steps on the grid
+    `time_grid` (fixed-step samplers) or tolerances rtol/atol (ode-adaptive).
 
     All noise (z_1 and the per-step noise) comes from `generator` (a CPU generator gives the
     same samples on any device), in batches of `batch_size`. device/dtype default to the
     model's. Returns decoded samples in model space, uint8 levels for discrete data, NFE
     per sample (see the module docstring) and the wall time.
     """
-    _check(sampler, steps)
+    _check(sampler, steps, time_grid)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else model_device(model)
@@ -316,11 +320,11 @@ def sample(
     outputs: list[Tensor] = []
     counter = EvalCounter(model)
     t_start = time.perf_counter()
-    with _eval_mode(model), counter, torch.no_grad():
+    with eval_mode(model), counter, torch.no_grad():
         for b in sizes:
             z1 = randn((b, *model.event_shape), generator, device, dtype)
             on_step = (lambda: bar.update(1)) if bar is not None and sampler in FIXED_STEP_SAMPLERS else None
-            z0 = solve(model, z1, sampler, steps, rtol=rtol, atol=atol, generator=generator, on_step=on_step)
+            z0 = solve(model, z1, sampler, steps, rtol=rtol, atol=atol, generator=generator, on_step=on_step, time_grid=time_grid)
             outputs.append(decode(model, z0))
             if bar is not None and sampler not in FIXED_STEP_SAMPLERS:
                 bar.update(1)
@@ -336,7 +340,7 @@ def sample(
         from ndm.pipeline.data import from_model_space
 
         levels = from_model_space(x, model.levels)
-    return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=None if sampler == "ode-adaptive" else int(steps))
+    return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=None if sampler == "ode-adaptive" else int(steps), time_grid=time_grid)
 
 
 def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
@@ -344,12 +348,16 @@ def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, 
 
     x_hat: EVALS_PER_STEP * N, plus 1 for the decode when F(x, 0) != x.
     F (learned only): the posterior samplers evaluate F(x_hat, s) and F(x_hat, t) per step,
-    the drift samplers one JVP of F per x_hat evaluation (time-independent F: one forward).
+    the drift samplers one JVP of F per x_hat evaluation (time-independent F: one forward),
+    the multistep samplers as `ndm.estimators.multistep.multistep_nfe`.
     """
     _check(sampler, steps)
     if sampler not in FIXED_STEP_SAMPLERS:
         raise ValueError("the adaptive sampler's NFE is counted, not predicted")
     decode_calls = 0 if model.transform.identity_at_zero else 1
+    if sampler in GRID_SOLVERS:
+        nfe, nfe_f = multistep_nfe(model, sampler, steps)
+        return nfe + decode_calls, nfe_f
     nfe = EVALS_PER_STEP[sampler] * steps + decode_calls
     if not model.transform.learned:
         return nfe, 0
@@ -368,11 +376,11 @@ __all__ = [
     "FIXED_STEP_SAMPLERS",
     "SAMPLERS",
     "SampleResult",
+    "TIME_GRIDS",
     "decode",
     "expected_nfe",
     "ode_drift",
     "sample",
     "seed_generator",
     "solve",
-    "time_grid",
 ]

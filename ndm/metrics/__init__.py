@@ -1,6 +1,6 @@
 """Sample-quality metrics: FID (torch-fidelity, clean-fid) and Frechet distances in other feature spaces.
 
-Metric names say which features were used (DESIGN.md section 6):
+Metric names say which features were used (docs/fid.md, docs/protocol.md):
 
 ========================  ==========================================================
 ``fid_inception_tf``      Inception pool3 via torch-fidelity (TF1-bilinear resize)

@@ -1,7 +1,7 @@
 """Frechet distance in the features of a small classifier trained on the dataset itself.
 
 Inception features mean little for 8x8 digits or for small patches when no Inception
-weights are available, so (DESIGN.md section 6) such datasets get a classifier trained in
+weights are available, so (docs/protocol.md) such datasets get a classifier trained in
 the pipeline on their own labels (digits: the digit; patches: the source photograph),
 and the Frechet distance in its penultimate features is reported as ``fd_classifier``,
 never as FID. The feature-extractor id includes a hash of the classifier's weights, so
@@ -127,11 +127,10 @@ def classifier_accuracy(model: FeatureClassifier, images_uint8: Tensor, labels: 
 
 
 def save_classifier(model: FeatureClassifier, path: str | Path) -> Path:
-    """Save config + state dict; only tensors and ints, so ``weights_only=True`` can load it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": dict(model.config), "state_dict": model.state_dict()}, path)
-    return path
+    """Save config + state dict atomically; only tensors and ints, so ``weights_only=True`` can load it."""
+    from ndm.pipeline.results import atomic_torch_save
+
+    return atomic_torch_save({"config": dict(model.config), "state_dict": model.state_dict()}, path)
 
 
 def load_classifier(path: str | Path) -> FeatureClassifier:

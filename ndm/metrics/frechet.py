@@ -10,8 +10,6 @@ extractor id, and the sample counts, so a classifier FD is never reported as "FI
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
@@ -134,26 +132,18 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def save_stats(path: str | Path, stats: FeatureStats) -> Path:
     """Write stats to an .npz (keys mu, sigma as pytorch-fid/clean-fid, plus n, extractor, meta).
 
-    Written to a temporary file and renamed, so a crashed job never leaves half a cache.
+    Written atomically (ndm.pipeline.results), so a crashed job never leaves half a cache.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                mu=stats.mu,
-                sigma=stats.sigma,
-                n=np.int64(-1 if stats.n is None else stats.n),
-                extractor=np.str_(stats.extractor),
-                meta=np.str_(json.dumps(dict(stats.meta), sort_keys=True)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ndm.pipeline.results import atomic_write
+
+    arrays = {
+        "mu": stats.mu,
+        "sigma": stats.sigma,
+        "n": np.int64(-1 if stats.n is None else stats.n),
+        "extractor": np.str_(stats.extractor),
+        "meta": np.str_(json.dumps(dict(stats.meta), sort_keys=True)),
+    }
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_stats(path: str | Path) -> FeatureStats:
@@ -215,7 +205,7 @@ def bootstrap_stderr(
     """Standard deviation of the FD over bootstrap resamples of the sample features.
 
     The reference is held fixed (it is a cached constant of the pipeline). Each resample
-    costs one FD: one D x D sqrtm when n > D (about 9 s at D = 2048 on 2 CPU cores).
+    costs one FD: one D x D sqrtm when n > D (seconds at D = 2048 on a CPU: docs/performance.md).
     Approximate: duplicates in a resample inflate the spread when the true FD is near 0.
     """
     if n_bootstrap < 2:
@@ -235,7 +225,7 @@ def frechet_distance_from_samples(features: np.ndarray, mu2: np.ndarray, sigma2:
     With n <= D samples the sample covariance is S1 = A A^T, A = centred features / sqrt(n - 1)
     (D x n), and the non-zero eigenvalues of S1 S2 are those of the symmetric PSD n x n
     matrix A^T S2 A. So tr (S1 S2)^{1/2} = sum_i sqrt(eig_i(A^T S2 A)) exactly, in
-    O(n D^2) instead of a D x D sqrtm (about 9 s at D = 2048 on 2 cores), and without
+    O(n D^2) instead of a D x D sqrtm (the expensive step at D = 2048), and without
     the ~D spurious near-zero eigenvalues that make the full formula noisy for singular
     S1. For n > D it is :func:`frechet_distance` on the sample statistics.
     """

@@ -1,6 +1,6 @@
 """Noise schedules: gamma(t) = -log SNR(t) with alpha_t, sigma_t and their derivatives.
 
-Variance-preserving schedules (DESIGN.md section 3):
+Variance-preserving schedules (docs/math.md, Notation):
     alpha_t^2 = sigmoid(-gamma(t)),  sigma_t^2 = sigmoid(gamma(t)),
     alpha_t' = -1/2 alpha_t sigma_t^2 gamma'(t),  sigma_t' = 1/2 sigma_t alpha_t^2 gamma'(t).
 The flow-matching path is not variance preserving: it defines alpha_t and sigma_t
@@ -154,7 +154,7 @@ class FlowSchedule(Schedule):
 
     The floor eps keeps gamma finite at both ends: gamma(0) = 2 log eps ~ -13.8 for
     eps = 1e-3 (comparable to VDM's -13.3) and gamma(1) = -2 log eps. Not variance
-    preserving; the forward SDE still has g^2 = sigma^2 gamma' (DESIGN.md section 3).
+    preserving; the forward SDE still has g^2 = sigma^2 gamma' (docs/math.md, Notation).
     """
 
     def __init__(self, eps: float = 1e-3):

@@ -76,6 +76,10 @@ class ModelConfig:
     # cos(k pi t) G_k(x), k < transform_rank, dF/dt exact and nearly free (docs/performance.md).
     transform_time: str = "jvp"
     transform_rank: int = 4
+    # Gauge of a learned time-dependent F (docs/math.md "Gauge freedom of F"): "none" = the
+    # paper's F, free to drift along input-independent offsets a(t) the bound cannot see;
+    # "reference" = F(x,t) = x + t (NN(x,t) - NN(x_ref,t) + v), x_ref = 0, v learned.
+    transform_gauge: str = "none"
     blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
     flow_eps: float = 1e-3
 

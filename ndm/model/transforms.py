@@ -10,10 +10,15 @@
                                               time-separable NDM F whose dF/dt is exact and
                                               nearly free; one G pass gives F and dF/dt at
                                               every t, see docs/performance.md)
+- gauge "reference" (ModelConfig.transform_gauge) for neural and separable:
+             NN(x, t) above becomes NN(x, t) - NN(x_ref, t) + v (x_ref = 0, v a learned vector),
+             which pins F(x_ref, t) = x_ref + t v and so removes the input-independent offsets
+             a(t), a(0) = a(1) = 0, that leave every NELBO term unchanged (docs/math.md
+             "Gauge freedom of F").
 
 Every transformation gives F and dF/dt at fixed x. The default dF/dt is one forward-mode
 JVP in t: for the U-Net and MLP written out per layer (`net(x, t, time_derivative=True)`,
-ndm/model/networks.py), for any other network torch.func.jvp; both exact and a single pass.
+ndm/model/networks/), for any other network torch.func.jvp; both exact and a single pass.
 """
 
 from __future__ import annotations
@@ -63,29 +68,70 @@ class IdentityTransform(Transform):
         return x, torch.zeros_like(x)
 
 
+GAUGES = ("none", "reference")  # ModelConfig.transform_gauge
+
+
+def _init_gauge(module: nn.Module, gauge: str, event_shape: tuple[int, ...] | None) -> None:
+    """The reference gauge's x_ref (a buffer, zero) and end offset v (a parameter, zero-initialised
+    so that a fresh model is still its F = identity special case)."""
+    if gauge not in GAUGES:
+        raise ValueError(f"transform gauge must be one of {GAUGES}, got {gauge!r}")
+    module.gauge = gauge
+    if gauge == "reference":
+        if event_shape is None:
+            raise ValueError("the reference gauge needs the data's event_shape (for x_ref and v)")
+        # x_ref = 0 (mid-range in model space [-1, 1]): fixed, so F stays a per-example function.
+        module.register_buffer("reference", torch.zeros(event_shape))
+        module.end_offset = nn.Parameter(torch.zeros(event_shape))
+
+
+def _with_reference(x: Tensor, t: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch [x; x_ref, ..., x_ref] with times [t; t]: NN(x, t) and NN(x_ref, t) in one pass."""
+    return torch.cat([x, reference.to(dtype=x.dtype).expand_as(x)]), torch.cat([t, t])
+
+
 class NeuralTransform(Transform):
     """NDM's learned transformation F(x, t) = x + t NN_phi(x, t).
 
     The factor t pins F(x, 0) = x (the reconstruction term then needs no decoder
     network), and the zero-initialised last layer of NN makes a fresh NDM equal
     to its F = identity special case.
+
+    gauge "reference": F(x, t) = x + t (NN(x, t) - NN(x_ref, t) + v). An input-independent
+    a(t) added to NN cancels, so training cannot drift along the bound's null directions;
+    v keeps F(x_ref, 1) free for the prior term (docs/math.md "Gauge freedom of F"). NN runs
+    on [x; x_ref] at the batch's times: one pass of twice the rows.
     """
 
     learned = True
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, gauge: str = "none", event_shape: tuple[int, ...] | None = None):
         super().__init__()
         self.net = net
         # "manual": the network's own forward-mode pass when it has one (U-Net, MLP), else
         # torch.func.jvp; "functorch": always torch.func.jvp (the reference; benchmarks).
         self.tangent = "manual"
+        _init_gauge(self, gauge, event_shape)
+
+    def _nn(self, x: Tensor, t: Tensor, time_derivative: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """NN(x, t) in this transform's gauge (and its t-derivative at fixed x)."""
+        if self.gauge == "none":
+            return self.net(x, t, time_derivative=True) if time_derivative else self.net(x, t)
+        n = x.shape[0]
+        xx, tt = _with_reference(x, t, self.reference)
+        v = self.end_offset.to(x.dtype)
+        if time_derivative:
+            out, dout = self.net(xx, tt, time_derivative=True)
+            return out[:n] - out[n:] + v, dout[:n] - dout[n:]
+        out = self.net(xx, tt)
+        return out[:n] - out[n:] + v
 
     def forward(self, x: Tensor, t: Tensor, time_derivative: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         tb = _bc(t, x)
         if time_derivative:  # d/dt [x + t NN(x, t)] = NN + t dNN/dt
-            out, dout = self.net(x, t, time_derivative=True)
+            out, dout = self._nn(x, t, True)
             return x + tb * out, out + tb * dout
-        return x + tb * self.net(x, t)
+        return x + tb * self._nn(x, t, False)
 
     def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         # Through self(...) so that forward hooks (ndm.estimators.sampling.EvalCounter) see the call.
@@ -107,16 +153,20 @@ class SeparableTransform(Transform):
     and the zero-initialised last layer makes a fresh model its F = identity special case.
     It is a different (rank-K in time) family than F = x + t NN(x, t): an option
     (ModelConfig.transform_time = "separable"), not the paper's default.
+
+    gauge "reference": G_k(x) becomes G_k(x) - G_k(x_ref) and F gains t v (as NeuralTransform),
+    at the cost of one more row (x_ref) in the single G pass.
     """
 
     learned = True
 
-    def __init__(self, net: nn.Module, rank: int):
+    def __init__(self, net: nn.Module, rank: int, gauge: str = "none", event_shape: tuple[int, ...] | None = None):
         super().__init__()
         if rank < 1:
             raise ValueError(f"the separable transform needs rank >= 1, got {rank}")
         self.net = net
         self.rank = int(rank)
+        _init_gauge(self, gauge, event_shape)
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """u_k(t) = t cos(k pi t) and u_k'(t), each (B, K)."""
@@ -126,9 +176,17 @@ class SeparableTransform(Transform):
         return t.unsqueeze(-1) * c, c - kt * torch.sin(kt)
 
     def factors(self, x: Tensor) -> Tensor:
-        """G(x) as (B, K, *event_shape)."""
+        """G(x) as (B, K, *event_shape); in the reference gauge G(x) - G(x_ref)."""
+        n = x.shape[0]
+        if self.gauge == "reference":
+            x = torch.cat([x, self.reference.to(dtype=x.dtype).unsqueeze(0)])
         g = self.net(x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype))
-        return g.reshape(x.shape[0], self.rank, *x.shape[1:])
+        g = g.reshape(x.shape[0], self.rank, *x.shape[1:])
+        return g[:n] - g[n:] if self.gauge == "reference" else g
+
+    def _end(self, t: Tensor, like: Tensor) -> Tensor | float:
+        """t v in the reference gauge (0 otherwise)."""
+        return _bc(t, like) * self.end_offset.to(like.dtype) if self.gauge == "reference" else 0.0
 
     @staticmethod
     def _combine(u: Tensor, g: Tensor) -> Tensor:
@@ -139,12 +197,12 @@ class SeparableTransform(Transform):
     ) -> Tensor | tuple[Tensor, ...]:
         g = self.factors(x)
         u, du = self.coefficients(t)
-        f = x + self._combine(u, g)
+        f = x + self._combine(u, g) + self._end(t, x)
         if not time_derivative:
             return f
-        out = (f, self._combine(du, g))
+        out = (f, self._combine(du, g) + self._end(torch.ones_like(t), x))
         if also_at is not None:
-            out = out + (x + self._combine(self.coefficients(also_at)[0], g),)
+            out = out + (x + self._combine(self.coefficients(also_at)[0], g) + self._end(also_at, x),)
         return out
 
     def with_time_derivative(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

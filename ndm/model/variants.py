@@ -12,7 +12,7 @@ from ndm.model.diffusion import DiffusionModel
 from ndm.model.networks import build_network
 from ndm.model.schedules import build_schedule
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
-from ndm.model.transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
+from ndm.model.transforms import GAUGES, BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
 
 __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant", "build_model", "build_transform"]
 
@@ -20,14 +20,18 @@ __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant",
 def build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...], levels: int | None = None) -> Transform:
     if kind == "identity":
         return IdentityTransform()
+    # The gauge concerns a learned time-dependent F only (ndm, ndm-vdm); the other F's ignore it,
+    # as they ignore transform_time (a time-independent F has no null direction: docs/math.md).
+    if kind == "neural" and cfg.transform_gauge not in GAUGES:
+        raise ValueError(f"model.transform_gauge must be one of {GAUGES}, got {cfg.transform_gauge!r}")
     if kind == "neural" and cfg.transform_time == "separable":
         net = build_network(cfg.transform_network or cfg.network, event_shape, levels, out_multiplier=cfg.transform_rank)
-        return SeparableTransform(net, cfg.transform_rank)
+        return SeparableTransform(net, cfg.transform_rank, gauge=cfg.transform_gauge, event_shape=event_shape)
     if kind == "neural" and cfg.transform_time != "jvp":
         raise ValueError(f"model.transform_time must be 'jvp' or 'separable', got {cfg.transform_time!r}")
     if kind in ("neural", "latent"):
         net = build_network(cfg.transform_network or cfg.network, event_shape, levels)
-        return NeuralTransform(net) if kind == "neural" else LatentTransform(net)
+        return NeuralTransform(net, gauge=cfg.transform_gauge, event_shape=event_shape) if kind == "neural" else LatentTransform(net)
     if kind == "blur":
         side = event_shape[-1] if len(event_shape) == 3 else event_shape[0]
         sigma_max = cfg.blur_sigma_max if cfg.blur_sigma_max is not None else 0.625 * side

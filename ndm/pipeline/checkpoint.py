@@ -1,16 +1,14 @@
-"""Checkpoints: atomic writes, safe loads, format version and config hash.
+"""Checkpoints: safe loads, format version and config hash.
 
 A checkpoint is a dict of tensors and plain Python values, so it loads with
-torch.load(weights_only=True): no code from a file is ever executed. Writes go to a
-temporary file in the same directory, are fsync'd and then renamed over the target,
-so a crash at any instant leaves either the old or the new checkpoint, never half of one.
+torch.load(weights_only=True): no code from a file is ever executed. It is written by
+ndm.pipeline.results.atomic_torch_save (temporary file, fsync, rename), so a crash at any
+instant leaves either the old or the new checkpoint, never half of one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,53 +19,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used; the message names the file, the problem and the fix."""
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to `path` atomically (temporary file, fsync, rename, fsync of the directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files of writes that a killed process never renamed; return them.
-
-    Only files matching atomic_torch_save's pattern whose writer pid is not alive on this host
-    are removed, so a concurrent writer on this machine is never disturbed (one job directory is
-    written by one job at a time; a second job on another node would be a bug of its own).
-    """
-    removed = []
-    for tmp in Path(directory).glob(".*.tmp.*"):
-        pid = tmp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def load_checkpoint(
     path: str | Path,
     *,
@@ -75,7 +26,7 @@ def load_checkpoint(
     expected_config_hash: str | None = None,
     expected_variant: str | None = None,
 ) -> dict:
-    """Load and validate a checkpoint written by `atomic_torch_save`.
+    """Load and validate a checkpoint written by `ndm.pipeline.results.atomic_torch_save`.
 
     Raises CheckpointError (never a PyTorch internals error) when the file is missing,
     truncated or corrupt, of another format version, of another kind, or was written

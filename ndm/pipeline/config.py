@@ -9,8 +9,7 @@ allowed keys and the file, before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 import yaml
 
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig
+from ndm.pipeline.provenance import config_hash
+from ndm.names import DATASETS, FEATURE_SPACES, SAMPLE_JOBS, SAMPLERS, TIME_GRIDS
 
 
 class ConfigError(ValueError):
@@ -92,6 +93,17 @@ class PaperSetting:
 
 
 @dataclass
+class CompressionConfig:
+    """Bits-back coding of the test split (docs/compression.md); off while steps is empty."""
+
+    steps: list[int] = field(default_factory=list)  # T of each coded file
+    n_examples: int = 0  # first n test examples; 0 = the whole test split
+    batch_size: int = 64  # examples coded together (the first batch's pops need the initial bits)
+    order: str = "auto"  # auto | posterior | bitswap (ndm/codec/chain.py)
+    bins_per_std: float = 16.0  # latent grid: the smaller std of a level over this
+
+
+@dataclass
 class EvalConfig:
     n_examples: int = 512  # test examples for the NELBO estimates
     nelbo_time_samples: int = 16  # continuous NELBO: stratified times per example
@@ -100,19 +112,25 @@ class EvalConfig:
     ode: OdeConfig = field(default_factory=OdeConfig)
     samplers: list[str] = field(default_factory=lambda: ["ancestral", "ddim", "ode-heun"])
     sample_steps: list[int] = field(default_factory=lambda: [5, 10, 25, 100])
+    # Grid of the fixed-step samplers: uniform-t | uniform-logsnr | edm (ndm/estimators/time_grids.py).
+    time_grid: str = "uniform-t"
     n_samples: int = 256
     batch_size: int = 256
     fid: FidConfig = field(default_factory=FidConfig)
     paper_setting: PaperSetting = field(default_factory=PaperSetting)
     # per_sampler: one sampling job per (model, sampler), parallel on a cluster; per_model: one
-    # job samples every sampler (on a CPU, where a job's start-up, ~5 s of imports, rivals
-    # the sampling of a small model).
+    # job samples every sampler (on a CPU, where a job's start-up, mostly imports, rivals
+    # the sampling of a small model: docs/performance.md).
     sample_jobs: str = "per_sampler"
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
 
 
-SAMPLE_JOBS = ("per_sampler", "per_model")
-SAMPLER_NAMES = ("ancestral", "ddim", "ode-euler", "ode-heun", "ode-adaptive", "sde-em")
-FEATURE_NAMES = ("classifier", "inception", "clean", "data")
+def unknown_name(what: str, name: Any, valid: typing.Iterable[str]) -> str:
+    """'unknown <what> <name>; did you mean <closest>? valid: ...' (the closest by difflib, when one is close)."""
+    valid = list(valid)
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {what} {name!r}; {hint}valid: {', '.join(valid)}"
 
 
 def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
@@ -134,16 +152,23 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (ev.ode.divergence in ("auto", "exact", "hutchinson"), f"{where}.ode.divergence must be auto, exact or hutchinson"),
         (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
         (ev.sample_jobs in SAMPLE_JOBS, f"{where}.sample_jobs must be one of {list(SAMPLE_JOBS)}, got {ev.sample_jobs!r}"),
+        (all(s >= 1 for s in ev.compression.steps), f"{where}.compression.steps must all be >= 1, got {ev.compression.steps}"),
+        (ev.compression.n_examples >= 0, f"{where}.compression.n_examples must be >= 0 (0 = whole test split)"),
+        (ev.compression.batch_size >= 1, f"{where}.compression.batch_size must be >= 1"),
+        (ev.compression.bins_per_std > 0, f"{where}.compression.bins_per_std must be > 0"),
+        (ev.compression.order in ("auto", "posterior", "bitswap"), f"{where}.compression.order must be auto, posterior or bitswap, got {ev.compression.order!r}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    for name in ev.samplers + [ev.paper_setting.sampler]:
-        if name not in SAMPLER_NAMES:
-            raise ConfigError(f"{where}.samplers: unknown sampler {name!r}; choose from {list(SAMPLER_NAMES)}")
+    for key, name in [("samplers", s) for s in ev.samplers] + [("paper_setting.sampler", ev.paper_setting.sampler)]:
+        if name not in SAMPLERS:
+            raise ConfigError(f"{where}.{key}: {unknown_name('sampler', name, SAMPLERS)}")
+    if ev.time_grid not in TIME_GRIDS:
+        raise ConfigError(f"{where}.time_grid: {unknown_name('time grid', ev.time_grid, TIME_GRIDS)}")
     for name in ev.fid.features:
-        if name not in FEATURE_NAMES:
-            raise ConfigError(f"{where}.fid.features: unknown feature space {name!r}; choose from {list(FEATURE_NAMES)}")
+        if name not in FEATURE_SPACES:
+            raise ConfigError(f"{where}.fid.features: {unknown_name('feature space', name, FEATURE_SPACES)}")
     return ev
 
 
@@ -177,15 +202,10 @@ class RunConfig:
 HASH_OMIT_AT_DEFAULT: dict[tuple[str, ...], Any] = {
     ("model", "transform_time"): "jvp",
     ("model", "transform_rank"): 4,
+    ("model", "transform_gauge"): "none",
     ("model", "network", "patch_size"): 1,
     ("model", "transform_network", "patch_size"): 1,
 }
-
-
-def config_hash(obj: Any) -> str:
-    """Stable short hash of a JSON-able config (sorted keys)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 # ----------------------------------------------------------------- parsing
@@ -223,7 +243,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed keys under {where}: {sorted(fields)}")
+        raise ConfigError(unknown_key(where, unknown[0], fields))
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
@@ -236,6 +256,15 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
             raise ConfigError(f"{key} = {value!r} has the wrong type; expected {_type_name(tp)}")
         kwargs[name] = float(value) if tp is float else value
     return cls(**kwargs)
+
+
+def unknown_key(where: str, key: str, allowed: typing.Iterable[str]) -> str:
+    """'unknown key <where>.<key>; did you mean <closest>? allowed keys under <where>: ...'."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    prefix = f"{where}." if where else ""
+    return f"unknown key {prefix}{key}; {hint}allowed keys under {where or 'the top level'}: {allowed}"
 
 
 def _type_name(tp: Any) -> str:
@@ -265,7 +294,8 @@ def validate_values(run: RunConfig, where: str) -> None:
         (t.device in ("auto", "cpu", "cuda"), f"{where}.train.device must be auto, cpu or cuda, got {t.device!r}"),
         (t.precision in ("fp32", "bf16"), f"{where}.train.precision must be fp32 or bf16, got {t.precision!r}"),
         (t.grad_clip is None or t.grad_clip > 0, f"{where}.train.grad_clip must be > 0 or null"),
-        (m.variant in VARIANTS, f"{where}.model.variant: unknown variant {m.variant!r}; choose one of {sorted(VARIANTS)}"),
+        (m.variant in VARIANTS, f"{where}.model.variant: {unknown_name('variant', m.variant, VARIANTS)}"),
+        (run.data.name in DATASETS, f"{where}.data.name: {unknown_name('dataset', run.data.name, DATASETS)}"),
         (m.parameterization in ("eps", "x", "v"), f"{where}.model.parameterization must be eps, x or v"),
         (m.network.kind in ("unet", "mlp"), f"{where}.model.network.kind must be unet or mlp"),
         *[
@@ -275,6 +305,7 @@ def validate_values(run: RunConfig, where: str) -> None:
         ],
         (m.transform_time in ("jvp", "separable"), f"{where}.model.transform_time must be jvp or separable, got {m.transform_time!r}"),
         (m.transform_rank >= 1, f"{where}.model.transform_rank must be >= 1, got {m.transform_rank}"),
+        (m.transform_gauge in ("none", "reference"), f"{where}.model.transform_gauge must be none or reference, got {m.transform_gauge!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -307,21 +338,28 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if dataset not in datasets:
         raise ConfigError(f"dataset {dataset!r} is not in the config's datasets: {sorted(datasets)}")
     if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        raise ConfigError(f"variants: {unknown_name('variant', variant, VARIANTS)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
-    overrides = (section.pop("variant_overrides", None) or {}).get(variant, {})
+    all_overrides = section.pop("variant_overrides", None) or {}
+    for name in all_overrides:
+        if name not in VARIANTS:
+            raise ConfigError(f"datasets.{dataset}.variant_overrides: {unknown_name('variant', name, VARIANTS)}")
+    overrides = all_overrides.get(variant, {})
     section = _merge(section, overrides)
     where = f"datasets.{dataset}"
     for ignored in ("eval", "resources", "samplers", "fid"):
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
     unknown = sorted(set(section) - {"data", "model", "train"})
     if unknown:
-        raise ConfigError(f"unknown key {where}.{unknown[0]}; allowed: data, model, train, eval, resources, variant_overrides")
+        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
     model_dict["variant"] = variant
+    # A data section without a name loads the dataset its section is named after.
+    data_dict = section.get("data") or {}
+    data_dict = {"name": dataset, **data_dict} if isinstance(data_dict, dict) else data_dict
     run = RunConfig(
         dataset=dataset,
-        data=from_dict(DataConfig, section.get("data") or {"name": dataset}, f"{where}.data"),
+        data=from_dict(DataConfig, data_dict, f"{where}.data"),
         model=from_dict(ModelConfig, model_dict, f"{where}.model"),
         train=from_dict(TrainConfig, section.get("train"), f"{where}.train"),
         seed=int(seed),

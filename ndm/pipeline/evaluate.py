@@ -1,6 +1,6 @@
 """Evaluation jobs: each reads explicit inputs and writes one result file with provenance.
 
-    evaluate_likelihood   model.pt -> likelihood.json (NELBO continuous and at each T, ODE NLL)
+    evaluate_likelihood   model.pt -> likelihood.json (NELBO continuous and at each T, ODE NLL, estimator std)
     sample_grid           model.pt -> samples/<sampler>/steps<N>.npz for every step count
     evaluate_samples      samples + reference stats -> fid/<sampler>.json (Frechet distances)
     reference_stats       dataset (+ classifier) -> ref_<feature>.npz, computed once per dataset
@@ -12,9 +12,7 @@ the config hash and the provenance (git commit, package versions, device).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,34 +22,14 @@ import torch
 from torch import Tensor
 
 from ndm.pipeline.config import EvalConfig, RunConfig, resolve_eval_config
-from ndm.model.diffusion import DiffusionModel
+from ndm.model.diffusion import DiffusionModel, bits_per_dim
+from ndm.pipeline.results import atomic_write, write_result_json
 from ndm.pipeline.train import load_trained_model
 
 # Units of the likelihood numbers: bits/dim of discrete data (an upper bound on the
 # discrete NLL) or of a continuous density (can be negative) for continuous data.
 UNITS_DISCRETE = "bits/dim (discrete data)"
 UNITS_CONTINUOUS = "bits/dim of a continuous density"
-
-
-def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write a result file atomically, with provenance added (the DAG's source of truth)."""
-    from ndm.pipeline.tracking import provenance
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "provenance": provenance()}
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default))
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def load_split(run: RunConfig, split: str, n: int | None = None) -> tuple[Tensor, Any]:
@@ -82,7 +60,7 @@ def histogram_baseline_bpd(train: Tensor, test: Tensor, levels: int, smoothing: 
     idx = test.long().unsqueeze(0)  # (1, N, *event)
     nll = -log_p.unsqueeze(1).expand(-1, test.shape[0], *([-1] * (test.dim() - 1))).gather(0, idx).squeeze(0)
     dims = int(math.prod(test.shape[1:]))
-    return float(nll.flatten(1).sum(1).mean() / (dims * math.log(2.0)))
+    return float(bits_per_dim(nll.flatten(1).sum(1).mean(), dims))
 
 
 # ------------------------------------------------------------- likelihood
@@ -111,6 +89,9 @@ def evaluate_likelihood(
     t0 = time.time()
     est = continuous_nelbo(model, x, ev.nelbo_time_samples, generator=gen, batch_size=ev.batch_size * 8)
     out["nelbo_continuous"] = {**est.summary(), "time_samples": ev.nelbo_time_samples, "seconds": round(time.time() - t0, 3)}
+    t0 = time.time()
+    gen_std = torch.Generator(device=device).manual_seed(run.seed + 202)  # its own stream: the other estimates keep theirs
+    out["estimator_std"] = {**estimator_std(model, x, gen_std, batch_size=ev.batch_size * 8), "seconds": round(time.time() - t0, 3)}
     bar.update(1)
     out["nelbo_discrete"] = {}
     for _, n_steps in steps[1:-1]:
@@ -121,8 +102,42 @@ def evaluate_likelihood(
     out["ode_nll"] = _ode_nll(model, x[: ev.ode.n_examples], ev, gen)
     bar.update(1)
     bar.close()
-    write_json(out_path, out)
+    write_result_json(out_path, out)
     return out
+
+
+# The continuous NELBO estimator's spread per time sampling (VDM's variance point, on real data):
+# name -> (draw_times sampling, stratified across an example's times).
+ESTIMATOR_STD_SCHEMES = {"uniform": ("uniform", False), "antithetic": ("uniform", True), "importance_gamma": ("gamma", True)}
+ESTIMATOR_STD_TIMES = 2  # times per estimate: few, as in training, where the schemes differ most
+
+
+@torch.no_grad()
+def estimator_std(model: DiffusionModel, x: Tensor, gen: torch.Generator, k: int = ESTIMATOR_STD_TIMES, batch_size: int = 4096) -> dict[str, Any]:
+    """Std (bits/dim) of the diffusion-term estimate with k times per example, per time sampling.
+
+    uniform: k independent uniform times; antithetic: k stratified times (u + j / k) mod 1;
+    importance_gamma: k stratified times uniform in gamma, weighted (the estimator's default).
+    The std is within example (x fixed): two independent estimates a, b per example give
+    Var = mean (a - b)^2 / 2, so the spread of the data does not mask that of the times.
+    The reconstruction and prior terms do not depend on the times and are left out.
+    """
+    from ndm.model.time_sampling import draw_times
+
+    n = x.shape[0]
+    x_rep = x.repeat_interleave(k, dim=0)
+    std: dict[str, float] = {}
+    for name, (sampling, stratified) in ESTIMATOR_STD_SCHEMES.items():
+        est = []
+        for _ in range(2):
+            rows, cols = (n, k) if stratified else (n * k, 1)
+            t, w = draw_times(model.schedule, rows, cols, sampling, generator=gen, device=x.device, dtype=x.dtype)
+            eps = torch.randn(x_rep.shape, generator=gen, device=x.device, dtype=x.dtype)
+            parts = zip(x_rep.split(batch_size), t.split(batch_size), eps.split(batch_size), w.split(batch_size))
+            est.append(torch.cat([model.diffusion_loss(xb, tb, eb)[0] * wb for xb, tb, eb, wb in parts]).view(n, k).mean(1))
+        var = ((est[0] - est[1]) ** 2 / 2).mean().item()
+        std[name] = float(bits_per_dim(math.sqrt(var), model.dims))
+    return {"std_bpd": std, "time_samples": k, "n_examples": n, "part": "diffusion term, within example"}
 
 
 def _ode_nll(model: DiffusionModel, x: Tensor, ev: EvalConfig, gen: torch.Generator) -> dict[str, Any]:
@@ -174,9 +189,9 @@ def sample_grid(
     """Samples of one model with one sampler at every configured step count.
 
     Files: out_dir/steps<N>.npz with `samples` (uint8 levels for discrete data, float32
-    otherwise), nfe, nfe_F, seconds. The noise generator is seeded per (seed, steps), so
-    a step count's samples do not depend on which other step counts were run. ode-adaptive
-    has no step count; its file is steps0.npz (NFE measured).
+    otherwise), nfe, nfe_F, seconds, time_grid (eval.time_grid). The noise generator is
+    seeded per (seed, steps), so a step count's samples do not depend on which other step
+    counts were run. ode-adaptive has no step count; its file is steps0.npz (NFE measured).
     """
     from ndm.estimators.sampling import sample
 
@@ -199,14 +214,13 @@ def sample_grid(
             batch_size=ev.batch_size,
             device=device,
             progress=progress,
+            time_grid=ev.time_grid,
         )
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
         path = out_dir / f"steps{steps}.npz"
-        tmp = out_dir / f".steps{steps}.tmp.npz"
-        np.savez(
-            tmp,
+        arrays = dict(
             samples=samples.cpu().numpy(),
             nfe=res.nfe,
             nfe_F=res.nfe_F,
@@ -216,12 +230,13 @@ def sample_grid(
             seed=run.seed,
             dataset=run.dataset,
             variant=run.model.variant,
+            time_grid=ev.time_grid,
         )
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
         written.append(path)
-        records.append({"file": str(path), "steps": steps, "nfe": res.nfe, "nfe_F": res.nfe_F, "seconds": round(res.seconds, 3)})
+        records.append({"file": str(path), "steps": steps, "time_grid": ev.time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "seconds": round(res.seconds, 3)})
     # The manifest is the job's declared output, written last: its presence means every file is there.
-    write_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "n_samples": ev.n_samples, "files": [str(p) for p in written], "records": records})
+    write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": ev.time_grid, "n_samples": ev.n_samples, "files": [str(p) for p in written], "records": records})
     return written
 
 
@@ -259,7 +274,7 @@ def feature_classifier(config: dict, dataset: str, out_path: str | Path, seed: i
     metrics.save_classifier(clf, out_path)
     acc = metrics.classifier_accuracy(clf, ds.test, ds.test_labels)
     info = {"dataset": dataset, "seed": seed, "steps": ev.fid.classifier_steps, "test_accuracy": acc, "n_classes": int(ds.train_labels.max()) + 1, "seconds": round(time.time() - t0, 2)}
-    write_json(Path(out_path).with_suffix(".json"), info)
+    write_result_json(Path(out_path).with_suffix(".json"), info)
     return info
 
 
@@ -316,6 +331,9 @@ def evaluate_samples(
             arr = z["samples"]
             rec = {k: z[k].item() for k in ("nfe", "nfe_F", "seconds", "steps", "seed")}
             first = first or {k: str(z[k]) for k in ("sampler", "dataset", "variant")}
+            # Files written before eval.time_grid existed were all sampled on the uniform-t grid.
+            rec["time_grid"] = str(z["time_grid"]) if "time_grid" in z.files else "uniform-t"
+            first.setdefault("time_grid", rec["time_grid"])
         samples = torch.from_numpy(arr)
         entry: dict[str, Any] = {**rec, "file": str(path), "n_samples": int(len(samples)), "metrics": {}}
         for name, extractor in extractors.items():
@@ -323,7 +341,7 @@ def evaluate_samples(
             entry["metrics"][res.metric] = res.to_dict()
         results.append(entry)
     payload = {**(first or {}), "dataset": dataset, "results": results}
-    write_json(out_path, payload)
+    write_result_json(out_path, payload)
     return payload
 
 
@@ -354,7 +372,3 @@ def _bar(total: int, desc: str, progress: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
-
-
-def nats_to_bpd(nats: float, dims: int) -> float:
-    return nats / (dims * math.log(2.0))

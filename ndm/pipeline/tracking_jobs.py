@@ -1,26 +1,23 @@
-"""Wiring between jobs and the tracking layer: one MLflow run per job, provenance in every result.
+"""Wiring between jobs and the tracking layer: one MLflow run per job.
 
 ``job_recorder`` turns a job (kind, pipeline config, RunConfig) into a ``tracking.RunRecorder``
-with the project's naming, tags and parameters (DESIGN.md section 7, docs/tracking.md). The
+with the project's naming, tags and parameters (docs/tracking.md). The
 recorder journals every call before sending it, so a dead or locked MLflow never fails a job; the
 journal is pushed later with ``ndm tracking-sync``.
 
-``write_result_json`` is the one way result files (train_summary.json, evaluation JSON) are
-written: it adds provenance (git commit, config hash, package versions, device) and replaces the
-file atomically, so a crash leaves the old file or the new one, never half of one.
+Result files (with the same provenance as the run's tags) are written by ndm.pipeline.results.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ndm.pipeline import tracking
+from ndm.pipeline.errors import Preempted
+from ndm.pipeline.results import device_label, job_provenance
 
 if TYPE_CHECKING:  # the config module imports torch; keep `ndm tracking-sync` light
     from ndm.pipeline.config import RunConfig
@@ -45,8 +42,8 @@ TRACKING_MODES = ("live", "deferred")
 
 def tracking_mode(config: Mapping[str, Any]) -> str:
     """``live``: each job creates its MLflow run as it starts and logs as it goes. ``deferred``:
-    jobs write their journal only (no MLflow import or store connection: ~3.4 s less per job,
-    which on the embedded default's ~100 CPU jobs is ~3 minutes of a 2-core run) and the DAG's
+    jobs write their journal only (no MLflow import or store connection, which adds up over many
+    small CPU jobs: docs/tracking.md) and the DAG's
     ``sync_tracking`` rule pushes every journal in one process at the end."""
     mode = config.get("tracking_mode") or "live"
     if mode not in TRACKING_MODES:
@@ -87,24 +84,6 @@ def job_tags(kind: str, run: RunConfig | None, journal_path: Path,
     return tags
 
 
-def _device_label(run: RunConfig | None) -> str | None:
-    """The device a job will use, for provenance; None lets provenance() detect it."""
-    if run is not None and run.train.device == "cpu":
-        return "cpu"
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def _provenance_cached(device: str | None) -> str:
-    # git is a subprocess: look it up once per process (JSON keeps the cached value immutable)
-    return json.dumps(tracking.provenance(device=device))
-
-
-def job_provenance(device: str | None = None) -> dict[str, Any]:
-    """tracking.provenance() (git commit, versions, device, host, SLURM job id), cached."""
-    return json.loads(_provenance_cached(device))
-
-
 # --------------------------------------------------------------------------------------------
 # The recorder of one job
 # --------------------------------------------------------------------------------------------
@@ -112,8 +91,6 @@ def job_provenance(device: str | None = None) -> dict[str, Any]:
 
 def _exit_status(exc: BaseException) -> str:
     """MLflow status of a job that raised: KILLED when preempted or interrupted, else FAILED."""
-    from ndm.pipeline.train import Preempted  # local: importing train imports torch
-
     return "KILLED" if isinstance(exc, (Preempted, KeyboardInterrupt, SystemExit)) else "FAILED"
 
 
@@ -177,7 +154,7 @@ def job_recorder(
         tags=job_tags(kind, run, journal_path, extra_tags),
         params=run.to_dict() if run is not None else {},
         journal_path=journal_path,
-        provenance_info=job_provenance(_device_label(run)),
+        provenance_info=job_provenance(device_label(run)),
         offline=deferred,
     )
     recorder.start()
@@ -188,51 +165,3 @@ def job_recorder(
         recorder.finish(_exit_status(exc))
         raise
     recorder.finish("FINISHED")
-
-
-# --------------------------------------------------------------------------------------------
-# Result files
-# --------------------------------------------------------------------------------------------
-
-
-def with_provenance(payload: Mapping[str, Any], run: RunConfig | None = None,
-                    device: str | None = None) -> dict[str, Any]:
-    """``payload`` plus ``provenance`` (and ``config_hash`` when a RunConfig is given)."""
-    doc = dict(payload)
-    if run is not None:
-        doc.setdefault("config_hash", run.hash())
-    doc["provenance"] = job_provenance(device if device is not None else _device_label(run))
-    return doc
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename (crash-safe)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_result_json(path: str | Path, payload: Mapping[str, Any], run: RunConfig | None = None,
-                      device: str | None = None) -> dict[str, Any]:
-    """Write a result file with provenance, atomically; return what was written.
-
-    Every result writer (train summary, evaluation metrics, reports' inputs) should go through
-    this, so that every number under results/ says which code, config and machine produced it.
-    """
-    doc = with_provenance(payload, run, device)
-    atomic_write_text(Path(path), json.dumps(doc, indent=2, default=str) + "\n")
-    return doc

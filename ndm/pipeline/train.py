@@ -9,48 +9,43 @@ Files in the job's output directory:
 Resume is exact on CPU: all randomness comes from the global torch RNG (noise, times,
 dropout) and a dedicated generator for batch indices, and both states are saved with
 every checkpoint, so a killed and resumed run takes bit-for-bit the same steps.
+
+`train` reads top-down: build the state and resume it (ndm.pipeline.train_state), then repeat
+one step (`train_step`), a log line every train.log_every steps (`MetricsLog`, whose numbers
+`step_metrics` and `log_record` gather), a checkpoint every train.checkpoint_every steps
+(`save_checkpoint`), and finish (`finish`: model.pt, then train_summary.json).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
-from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, atomic_torch_save, load_checkpoint, remove_stale_temporaries
-from ndm.pipeline.config import RunConfig, run_config_from_dict
-from ndm.model.diffusion import DiffusionModel
+from ndm.estimators.gauge import offset_metrics
+from ndm.model.diffusion import DiffusionModel, bits_per_dim
 from ndm.model.variants import build_model
+from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
+from ndm.pipeline.config import ConfigError, RunConfig, run_config_from_dict
+from ndm.pipeline.errors import Preempted, TrainingDiverged
+from ndm.pipeline.results import atomic_torch_save, remove_stale_temporaries
+from ndm.pipeline.train_state import Recorder, TrainState, build_state, resume, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "train_summary.json"
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: checkpointed on a signal, rerun to resume
-NAN_AT_STEP_ENV = "NDM_FAULT_NAN_AT_STEP"  # fault injection (tests): NaN loss in that 0-based step
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class Preempted(RuntimeError):
-    """SIGTERM/SIGUSR1 arrived; a checkpoint was written and the job should be rerun."""
-
-
-class Recorder(Protocol):
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+# Training examples (the first ones, a fixed set) on which each log line measures F's offset.
+OFFSET_PROBE = 256
 
 
 @dataclass
@@ -73,7 +68,6 @@ def pick_device(name: str) -> torch.device:
 
 def load_training_data(run: RunConfig) -> tuple[Tensor, tuple[int, ...], int | None, dict]:
     """The training split as a model-space float tensor, its event shape, levels, and info."""
-    from ndm.pipeline.config import ConfigError
     from ndm.pipeline.data import load_dataset, to_model_space
 
     try:
@@ -116,20 +110,6 @@ def preemption_signals() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
-def _rng_state(data_gen: torch.Generator, device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, data_gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    data_gen.set_state(state["data"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def model_metadata(run: RunConfig, event_shape: tuple[int, ...], levels: int | None) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
@@ -153,26 +133,133 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu", ema
     return model.to(device).eval(), run
 
 
-def _truncate_metrics(path: Path, last_step: int) -> list[dict]:
-    """Drop curve lines past the checkpoint we resume from (they will be redone); return the rest.
+# --------------------------------------------------------------------------------------------
+# The steps of `train`
+# --------------------------------------------------------------------------------------------
 
-    A process killed mid-write can leave a torn last line: it is dropped, not fatal. The file is
-    replaced atomically, so a kill during the rewrite cannot lose the kept curve.
+
+def train_step(state: TrainState, x_train: Tensor, run: RunConfig) -> dict[str, Tensor]:
+    """One optimizer step on a random batch and the EMA update; returns `step_metrics`."""
+    tc = run.train
+    idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=state.data_gen)
+    # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
+    idx = idx.pin_memory().to(state.device, non_blocking=True) if state.device.type == "cuda" else idx.to(state.device)
+    for group in state.opt.param_groups:
+        group["lr"] = lr_at(state.step, run)
+    n_steps = None if tc.loss == "continuous" else tc.loss_steps
+    loss, terms = state.model.training_loss(x_train[idx], n_steps, tc.time_sampling)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(state.params, tc.grad_clip if tc.grad_clip else float("inf"))
+    state.opt.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(state.ema_params, state.params, 1.0 - ema_decay_at(state.step, tc.ema_decay))
+        metrics = step_metrics(state.model, loss, terms, grad_norm)
+    state.step += 1
+    return metrics
+
+
+def step_metrics(model: DiffusionModel, loss: Tensor, terms: Any, grad_norm: Tensor) -> dict[str, Tensor]:
+    """The numbers of one step that a log line averages: device tensors, so no host sync."""
+    return {
+        "loss_bpd": loss.detach(),
+        "reconstruction_bpd": bits_per_dim(terms.reconstruction.mean().detach(), model.dims),
+        "diffusion_bpd": bits_per_dim(terms.diffusion.mean().detach(), model.dims),
+        "prior_bpd": bits_per_dim(terms.prior.mean().detach(), model.dims),
+        "grad_norm": grad_norm.detach(),
+    }
+
+
+def log_record(state: TrainState, run: RunConfig, steps_per_s: float, probe: Tensor) -> dict[str, float]:
+    """One line of metrics.jsonl: the interval's mean step metrics, lr, speed, learned gamma ends,
+    and for a learned F the rms of its input-independent offset on a fixed probe batch (the
+    NELBO cannot see that offset, so it can drift: docs/math.md, "Gauge freedom of F")."""
+    record = {k: (v / state.interval_count).item() for k, v in state.interval.items()}
+    record.update(step=state.step, lr=lr_at(state.step - 1, run), steps_per_s=steps_per_s)
+    if state.model.schedule.learned:
+        ends = state.model.schedule.values(torch.tensor([0.0, 1.0], device=state.device)).gamma
+        record.update(gamma_0=ends[0].item(), gamma_1=ends[1].item())
+    record.update(offset_metrics(state.model, probe))
+    return record
+
+
+class MetricsLog:
+    """Where each log line goes: metrics.jsonl, the recorder (MLflow) and the progress bar."""
+
+    def __init__(self, path: Path, recorder: Recorder | None, bar: Any, step: int, probe: Tensor) -> None:
+        self.path, self.recorder, self.bar, self.probe = path, recorder, bar, probe
+        self.last_time, self.last_step = time.time(), step
+
+    def append(self, state: TrainState, run: RunConfig) -> float:
+        """Log the interval ending at this step, start the next one; return the mean loss."""
+        now = time.time()
+        record = log_record(state, run, (state.step - self.last_step) / max(now - self.last_time, 1e-9), self.probe)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.recorder is not None:
+            self.recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=state.step)
+        self.bar.set_postfix(bpd=f"{record['loss_bpd']:.3f}")
+        state.interval, state.interval_count = {}, 0
+        self.last_time, self.last_step = now, state.step
+        return record["loss_bpd"]
+
+
+class NonFiniteGuard:
+    """The first step whose loss was NaN or infinite, kept on the device (no host sync per step).
+
+    Checked at log and checkpoint boundaries, so a checkpoint is never written after such a step.
     """
-    if not path.exists():
-        return []
-    keep: list[dict] = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= last_step:
-            keep.append(record)
-    from ndm.pipeline.tracking_jobs import atomic_write_text
 
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
-    return keep
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def record(self, loss: Tensor, step: int) -> None:
+        # step is a Python scalar: no host-to-device copy
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+
+    def check(self, run: RunConfig, out: Path) -> None:
+        bad = int(self.first_bad.item())
+        if bad < 0:
+            return
+        ckpt_path = out / CHECKPOINT
+        kept = f"the last good checkpoint {ckpt_path} (step {_ckpt_step(ckpt_path)}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"non-finite loss at step {bad} ({run.dataset}/{run.model.variant}, seed {run.seed}, "
+            f"output {out}); {kept}. Fix: lower train.lr or set train.grad_clip, or check the data; a changed "
+            f"config cannot resume, so also delete {ckpt_path} to retrain from step 0. Rerunning unchanged resumes "
+            "from the checkpoint and, training being deterministic, diverges again unless the NaN was a hardware fault."
+        )
+
+
+def finish(state: TrainState, run: RunConfig, out: Path, meta: dict[str, Any], data_info: dict, result: TrainResult, recorder: Recorder | None) -> None:
+    """Write model.pt, then train_summary.json (its presence means done); hand over the curve."""
+    atomic_torch_save({**meta, "kind": "model", "step": state.step, "ema": state.ema.state_dict(), "model": state.model.state_dict(), "data_info": _plain(data_info)}, result.model_path)
+    model = state.model
+    summary = {
+        "dataset": run.dataset,
+        "variant": run.model.variant,
+        "seed": run.seed,
+        "steps": state.step,
+        "resumed_from": result.resumed_from,
+        "final_loss_bpd": result.final_loss_bpd,
+        "wall_s": result.wall_s,
+        "steps_per_s": result.steps_per_s,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "n_params_x_hat": sum(p.numel() for p in model.net.parameters()),
+        "n_params_F": sum(p.numel() for p in model.transform.parameters()),
+        "config_hash": run.hash(),
+        "device": str(state.device),
+    }
+    from ndm.pipeline.results import write_result_json
+
+    write_result_json(out / SUMMARY, summary, run)  # adds provenance (GPU model name included)
+    if recorder is not None:
+        recorder.log_artifact(out / METRICS)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
 
 
 def train(
@@ -183,211 +270,57 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     data: tuple[Tensor, tuple[int, ...], int | None, dict] | None = None,
-    nan_at_step: int | None = None,
 ) -> TrainResult:
     """Train run's model into out_dir, resuming from out_dir/checkpoint.pt when present.
 
-    stop_after: return after this many steps in this call (as a preemption would);
-    nan_at_step: inject a NaN loss at that step (fault-injection tests only).
+    stop_after: checkpoint and return after this many steps in this call (as a preemption would);
+    data: the training data as load_training_data returns it (default: loaded from run.data).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
-    if nan_at_step is None and os.environ.get(NAN_AT_STEP_ENV):
-        nan_at_step = int(os.environ[NAN_AT_STEP_ENV])
     tc = run.train
     device = pick_device(tc.device)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(run.seed)
     data_gen = torch.Generator().manual_seed(run.seed + 1_000_003)
-
     x_train, event_shape, levels, data_info = data if data is not None else load_training_data(run)
     x_train = x_train.to(device)
-    model = build_model(run.model, event_shape, levels).to(device)
-    if tc.channels_last and len(event_shape) == 3:
-        model = model.to(memory_format=torch.channels_last)
-    if tc.compile:
-        # In place (Module.compile), so state_dict keys and checkpoints are unchanged. The F
-        # network's dF/dt is its own forward-mode pass (plain ops), which compiles; see
-        # docs/performance.md for what was measured.
-        model.net.compile()
-        if model.transform.learned:
-            model.transform.net.compile()
-    ema = build_model(run.model, event_shape, levels).to(device)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    state = build_state(run, event_shape, levels, device, data_gen)
     meta = model_metadata(run, event_shape, levels)
-    ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
+    final_loss = resume(state, run, out / CHECKPOINT, out / METRICS, recorder)
+    resumed_from, t_start = state.step, time.time()
+    guard = NonFiniteGuard(device)
 
-    step = 0
-    # Sums of the metrics since the last log line: saved with a checkpoint that falls between
-    # log steps (a preemption), so the resumed run's next line averages the same steps.
-    resumed_interval: dict[str, Tensor] = {}
-    resumed_count = 0
-    resumed_loss = float("nan")
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(
-            ckpt_path, expected_kind="train", expected_variant=run.model.variant, expected_config_hash=run.hash()
-        )
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"], data_gen, device)
-        step = int(ckpt["step"])
-        resumed_interval = {k: v.to(device) for k, v in ckpt.get("log_interval", {}).items()}
-        resumed_count = int(ckpt.get("log_interval_count", 0))
-        for record in _truncate_metrics(metrics_path, step):
-            resumed_loss = record.get("loss_bpd", resumed_loss)  # a finished run's rerun reports it again
-            if recorder is not None:  # the resumed job's MLflow run gets the whole curve
-                recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))
-    elif metrics_path.exists():
-        metrics_path.unlink()  # a fresh start: no stale curve from an earlier, abandoned run
-    resumed_from = step
+    def result() -> TrainResult:
+        wall = time.time() - t_start
+        return TrainResult(state.step, resumed_from, final_loss, wall, (state.step - resumed_from) / max(wall, 1e-9), out / MODEL)
 
-    def save_checkpoint() -> None:
-        atomic_torch_save(
-            {
-                **meta,
-                "kind": "train",
-                "step": step,
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": opt.state_dict(),
-                "rng": _rng_state(data_gen, device),
-                "log_interval": {k: v.detach().cpu() for k, v in interval.items()},
-                "log_interval_count": interval_count,
-            },
-            ckpt_path,
-        )
-
-    # bf16 on a GPU: autocast for the x_hat network only. F, its dF/dt and the loss stay in
-    # fp32: the loss weights errors in dF/dt by SNR/gamma' (docs/performance.md).
-    autocast = nullcontext()
-    if tc.precision == "bf16" and device.type == "cuda":
-        model.x_hat_autocast = torch.bfloat16
-    n_steps = None if tc.loss == "continuous" else tc.loss_steps
-    params = [p for p in model.parameters()]
-    ema_params = [p for p in ema.parameters()]
-    interval: dict[str, Tensor] = resumed_interval
-    interval_count = resumed_count
-    # Non-finite losses are detected on the device and checked at log/checkpoint
-    # boundaries (no host sync per step); a checkpoint is never written after one.
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    t_start = time.time()
-    last_log_time, last_log_step = t_start, step
-    final_loss = resumed_loss
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=tc.steps, initial=step, desc=f"train {run.dataset}/{run.model.variant}", file=sys.stderr, dynamic_ncols=True, mininterval=2.0)
-
-    def check_finite() -> None:
-        bad = int(first_bad.item())
-        if bad >= 0:
-            kept = f"the last good checkpoint {ckpt_path} (step {_ckpt_step(ckpt_path)}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
-            raise TrainingDiverged(
-                f"non-finite loss at step {bad + 1} ({run.dataset}/{run.model.variant}, seed {run.seed}, "
-                f"output {out}); {kept}. Fix: lower train.lr or set train.grad_clip, or check the data; a changed "
-                f"config cannot resume, so also delete {ckpt_path} to retrain from step 0. Rerunning unchanged resumes "
-                "from the checkpoint and, training being deterministic, diverges again unless the NaN was a hardware fault."
-            )
-
-    with preemption_signals() as sig:
-        steps_this_call = 0
-        while step < tc.steps:
-            idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=data_gen)
-            # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
-            idx = idx.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else idx.to(device)
-            x = x_train[idx]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, run)
-            with autocast:
-                loss, terms = model.training_loss(x, n_steps, tc.time_sampling)
-            if nan_at_step is not None and step == nan_at_step:
-                loss = loss * torch.nan
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)  # a Python scalar: no host-to-device copy
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip else float("inf"))
-            opt.step()
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(step, tc.ema_decay))
-                for name, value in (
-                    ("loss_bpd", loss.detach()),
-                    ("reconstruction_bpd", terms.reconstruction.mean().detach()),
-                    ("diffusion_bpd", terms.diffusion.mean().detach()),
-                    ("prior_bpd", terms.prior.mean().detach()),
-                    ("grad_norm", grad_norm.detach()),
-                ):
-                    if name != "loss_bpd" and name != "grad_norm":
-                        value = value / (model.dims * math.log(2.0))
-                    interval[name] = interval.get(name, 0.0) + value.float()
-            interval_count += 1
-            step += 1
-            steps_this_call += 1
-            if bar is not None:
-                bar.update(1)
-
-            done = step >= tc.steps
-            if step % tc.log_every == 0 or done:
-                check_finite()
-                now = time.time()
-                record = {k: (v / interval_count).item() for k, v in interval.items()}
-                record.update(step=step, lr=lr_at(step - 1, run), steps_per_s=(step - last_log_step) / max(now - last_log_time, 1e-9))
-                if model.schedule.learned:
-                    ends = model.schedule.values(torch.tensor([0.0, 1.0], device=device)).gamma
-                    record.update(gamma_0=ends[0].item(), gamma_1=ends[1].item())
-                final_loss = record["loss_bpd"]
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if recorder is not None:
-                    recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
-                if bar is not None:
-                    bar.set_postfix(bpd=f"{final_loss:.3f}")
-                interval, interval_count = {}, 0
-                last_log_time, last_log_step = now, step
-            preempt = sig["signal"] is not None
-            if step % tc.checkpoint_every == 0 or done or preempt or (stop_after is not None and steps_this_call >= stop_after):
-                check_finite()
-                save_checkpoint()
-            if preempt:
-                if bar is not None:
-                    bar.close()
-                raise Preempted(f"signal {sig['signal']} at step {step}: checkpoint written to {ckpt_path}; rerun to resume")
-            if stop_after is not None and steps_this_call >= stop_after and not done:
-                if bar is not None:
-                    bar.close()
-                return TrainResult(step, resumed_from, final_loss, time.time() - t_start, steps_this_call / max(time.time() - t_start, 1e-9), out / MODEL)
-    if bar is not None:
-        bar.close()
-    wall = time.time() - t_start
-    model_file = out / MODEL
-    atomic_torch_save({**meta, "kind": "model", "step": step, "ema": ema.state_dict(), "model": model.state_dict(), "data_info": _plain(data_info)}, model_file)
-    result = TrainResult(step, resumed_from, final_loss, wall, (step - resumed_from) / max(wall, 1e-9), model_file)
-    summary = {
-        "dataset": run.dataset,
-        "variant": run.model.variant,
-        "seed": run.seed,
-        "steps": step,
-        "resumed_from": resumed_from,
-        "final_loss_bpd": final_loss,
-        "wall_s": wall,
-        "steps_per_s": result.steps_per_s,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "n_params_x_hat": sum(p.numel() for p in model.net.parameters()),
-        "n_params_F": sum(p.numel() for p in model.transform.parameters()),
-        "config_hash": run.hash(),
-        "device": str(device),
-    }
-    from ndm.pipeline.tracking_jobs import write_result_json
-
-    write_result_json(out / SUMMARY, summary, run)  # adds provenance (GPU model name included)
-    if recorder is not None:
-        recorder.log_artifact(metrics_path)
-    return result
+    bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {run.dataset}/{run.model.variant}", file=sys.stderr, dynamic_ncols=True, mininterval=2.0, disable=not progress)
+    with preemption_signals() as sig, bar:
+        log = MetricsLog(out / METRICS, recorder, bar, state.step, probe=x_train[:OFFSET_PROBE])
+        while state.step < tc.steps:
+            metrics = train_step(state, x_train, run)
+            guard.record(metrics["loss_bpd"], state.step)
+            state.add_to_interval(metrics)
+            bar.update(1)
+            done = state.step >= tc.steps
+            if state.step % tc.log_every == 0 or done:
+                guard.check(run, out)
+                final_loss = log.append(state, run)
+            preempted = sig["signal"] is not None
+            paused = stop_after is not None and state.step - resumed_from >= stop_after
+            if state.step % tc.checkpoint_every == 0 or done or preempted or paused:
+                guard.check(run, out)
+                save_checkpoint(state, meta, out / CHECKPOINT)
+            if preempted:
+                raise Preempted(f"signal {sig['signal']} at step {state.step}: checkpoint written to {out / CHECKPOINT}; rerun to resume")
+            if paused and not done:
+                return result()
+    finished = result()
+    finish(state, run, out, meta, data_info, finished, recorder)
+    return finished
 
 
 def _ckpt_step(path: Path) -> int | str:

@@ -3,8 +3,10 @@
     compile_report(config, results, out)   the entry point (`ndm report`, the DAG's report rule)
     report_outputs(config)                 the files it writes, relative to out (the rule's outputs)
 
-Modules: collect (result files -> frames), published (configs/published.csv), tables,
-fewstep (the few-step comparison and its answer), figures, style, readme.
+Modules: collect (result files -> frames), published (configs/published.csv), table_format
+(the Table record and its files), tables, fewstep (the best-sampler table, the few-step comparison
+and its answer), claims (the claims and estimator-std tables), gauge (the gauge table and
+figures), compression (the compression table), figures, figures_models, style, readme.
 The report compiles from whatever results exist: missing rows are marked, missing files
 listed in README.md, and a figure without inputs says so instead of failing.
 """
@@ -17,15 +19,19 @@ from typing import Any
 
 import pandas as pd
 
-from ndm.report import figures
+from ndm.report import figures, figures_models
+from ndm.report.claims import CLAIMS_FILE, claims_table, estimator_std_table
 from ndm.report.collect import Results, collect, samplers_of
-from ndm.report.fewstep import answer, comparison_table
+from ndm.report.compression import compression_table
+from ndm.report.fewstep import answer, best_sampler_table, comparison_table
+from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
-from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table, write_table
+from ndm.report.table_format import write_table
+from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table
 
 log = logging.getLogger(__name__)
 
-TABLES = ["likelihood", "bpd_vs_T", "fid", "few_step", "few_step_comparison"]
+TABLES = ["likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "estimator_std", "claims", "gauge", "compression"]
 GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves"]
 
 
@@ -34,6 +40,7 @@ def figure_names(config: dict) -> list[str]:
     datasets = list((config.get("datasets") or {}).keys())
     names = list(GLOBAL_FIGURES)
     names += [f"transforms_{d}" for d in datasets]
+    names += [f"gauge_{d}" for d in datasets]
     names += [f"samples_{d}_{s}" for d in datasets for s in samplers_of(config, d)]
     return names
 
@@ -85,32 +92,41 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     bpd_T = bpd_vs_T_table(res, pub, names)
     fid = fid_table(res, config, pub, names)
     few = few_step_table(res)
+    best = best_sampler_table(few.data, res.variants)
     comp = comparison_table(few.data, bpd_T.data)
+    est_std = estimator_std_table(res)
+    claims = claims_table(Path(results) / CLAIMS_FILE)
     written: list[Path] = []
-    for table in (lik, bpd_T, fid, few, comp):
+    for table in (lik, bpd_T, fid, few, best, comp, est_std, claims):
         written += write_table(table, out / "tables")
 
     fig_dir = out / "figures"
     errors: list[str] = []
+    # The gauge split of every learned F: one pass over the models serves the table and the figures.
+    gauge_data = gauge_frame(res, errors)
+    written += write_table(gauge_table(gauge_data, res), out / "tables")
+    compression = compression_table(results, pub)
+    written += write_table(compression, out / "tables")
     units = _units(res)
     written += _safe("fid_vs_nfe", figures.fid_vs_nfe_figure, few.data, fig_dir / "fid_vs_nfe.png", errors=errors)
     written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
-    written += _safe("schedules", figures.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
+    written += _safe("schedules", figures_models.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
     written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
     samplers = {d: samplers_of(config, d) for d in res.datasets}
     for d in res.datasets:
-        written += _safe(f"transforms_{d}", figures.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
+        written += _safe(f"transforms_{d}", figures_models.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
+        written += _safe(f"gauge_{d}", gauge_figure, gauge_data, d, fig_dir / f"gauge_{d}.png", errors=errors)
         for s in samplers[d]:
-            written += _safe(f"samples_{d}_{s}", figures.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
+            written += _safe(f"samples_{d}_{s}", figures_models.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
 
     answers = answer(comp.data, res.datasets)
     from ndm.report.readme import write_readme
 
-    written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results)))
+    written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data))
     return {
         "out": str(out),
         "files": len(written),
-        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, comp)},
+        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, est_std, claims, compression)},
         "missing_files": len(res.missing),
         "unreadable_files": len(res.unreadable),
         "figure_errors": errors,

@@ -27,7 +27,7 @@ RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 TRAIN_COLUMNS = ["dataset", "variant", "seed", "steps", "wall_s", "steps_per_s", "n_params", "n_params_x_hat", "n_params_F", "final_loss_bpd"]
 CURVE_COLUMNS = ["dataset", "variant", "seed", "step", "loss_bpd"]
 LIKELIHOOD_COLUMNS = ["dataset", "variant", "seed", "estimator", "T", "bpd", "stderr", "n_examples", "nfe", "units"]
-FD_COLUMNS = ["dataset", "variant", "seed", "sampler", "steps", "nfe", "nfe_F", "metric", "value", "stderr", "stderr_method", "n_samples", "feature_extractor"]
+FD_COLUMNS = ["dataset", "variant", "seed", "sampler", "time_grid", "steps", "nfe", "nfe_F", "metric", "value", "stderr", "stderr_method", "n_samples", "feature_extractor"]
 
 
 @dataclass
@@ -152,6 +152,8 @@ def _fd_rows(r: dict[str, Any], key: RunKey, sampler: str) -> list[dict[str, Any
                     "variant": key[1],
                     "seed": key[2],
                     "sampler": r.get("sampler", sampler),
+                    # results written before eval.time_grid existed used the uniform-t grid
+                    "time_grid": entry.get("time_grid", r.get("time_grid", "uniform-t")),
                     "steps": int(entry["steps"]),
                     "nfe": float(entry.get("nfe", math.nan)),
                     "nfe_F": float(entry.get("nfe_F", 0.0)),

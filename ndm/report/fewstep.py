@@ -5,6 +5,11 @@ diff = NDM - baseline (lower is better for every metric here: Frechet distances 
 T-step NELBO), with the standard error of the difference sqrt(se_ndm^2 + se_base^2). A
 difference counts when |diff| > 2 se (about 95% for a normal error); otherwise it is "no
 significant difference". The answer is then stated per dataset, sampler and metric.
+
+A fair few-step comparison samples every model with the best solver that applies to it, so
+besides each sampler the comparison has the pseudo-sampler "best": per (dataset, variant,
+metric) and NFE, the sampler with the lowest value (`best_sampler_rows`; its `steps` is the
+NFE, since samplers reach an NFE at different step counts, and `best_sampler` names it).
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from ndm.report.tables import Table, fmt_diff, fmt_num
+from ndm.report.table_format import Table, fmt_diff, fmt_num
 
 NDM = "ndm"
 BASELINES = ("ddpm", "vdm", "vdm-fixed")
 Z_SIGNIFICANT = 2.0
 BETTER, WORSE, TIE, UNKNOWN = "ndm better", "ndm worse", "no significant difference", "no standard error"
 NELBO_METRIC = "nelbo_T_bpd"
+BEST = "best"
 
 COMPARISON_COLUMNS = [
     "dataset", "baseline", "sampler", "metric", "steps", "nfe", "nfe_F_ndm",
@@ -64,8 +70,52 @@ def _long_values(few: pd.DataFrame, bpd_T: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
 
+def best_sampler_rows(few: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, variant, metric, nfe): the row of the sampler with the lowest value, as
+    sampler "best" with `best_sampler` naming it and `steps` = the NFE (empty without samples).
+
+    Rows without a value are ignored; a tie goes to the first sampler in `few`'s order.
+    """
+    cols = list(few.columns) + ["best_sampler"]
+    if few.empty or "nfe" not in few.columns:
+        return pd.DataFrame(columns=cols)
+    valid = few[np.isfinite(few["value"].astype(float)) & np.isfinite(few["nfe"].astype(float))]
+    if valid.empty:
+        return pd.DataFrame(columns=cols)
+    idx = valid.groupby(["dataset", "variant", "metric", "nfe"], sort=False)["value"].idxmin()
+    best = valid.loc[idx.to_numpy()].copy()
+    best["best_sampler"] = best["sampler"]
+    best["sampler"] = BEST
+    best["steps"] = best["nfe"].round().astype(int)
+    return best[cols].reset_index(drop=True)
+
+
+def best_sampler_table(few: pd.DataFrame, variants: list[str] | None = None) -> Table:
+    """The few-step table at the best sampler: per (dataset, metric, NFE) a cell per variant,
+    "value ± se (sampler)"."""
+    data = best_sampler_rows(few)
+    if data.empty:
+        display = pd.DataFrame(columns=["dataset", "metric", "NFE"])
+    else:
+        data = data.sort_values(["dataset", "metric", "nfe"], kind="stable").reset_index(drop=True)
+        cells = data.assign(cell=[f"{fmt_num(v)} ± {fmt_num(e)} ({b})" if not math.isnan(e) else f"{fmt_num(v)} ({b})" for v, e, b in zip(data["value"], data["se"].astype(float), data["best_sampler"])])
+        wide = cells.pivot_table(index=["dataset", "metric", "nfe"], columns="variant", values="cell", aggfunc="first", sort=False)
+        order = [v for v in (variants or []) if v in wide.columns] + sorted(v for v in wide.columns if v not in (variants or []))
+        display = wide[order].reset_index().rename(columns={"nfe": "NFE"})
+        display["NFE"] = display["NFE"].map(lambda x: str(int(x)))
+        display = display.fillna("")
+    notes = [
+        "Each cell: the lowest value over the samplers run at that NFE (mean ± standard error), with the sampler that reached it.",
+        "NFE counts x_hat evaluations; NDM variants also evaluate F (nfe_F in the CSV).",
+    ]
+    return Table("few_step_best", data, display, "Few-step study: each variant at its best sampler per NFE", notes)
+
+
 def comparison_table(few: pd.DataFrame, bpd_T: pd.DataFrame) -> Table:
-    """NDM minus each baseline per (dataset, sampler, metric, steps), with verdicts."""
+    """NDM minus each baseline per (dataset, sampler, metric, steps), with verdicts; sampler
+    "best" compares each model at its own best sampler per NFE (`best_sampler_rows`)."""
+    if not few.empty and few["sampler"].nunique() > 1:
+        few = pd.concat([few, best_sampler_rows(few).drop(columns="best_sampler")], ignore_index=True)
     long = _long_values(few, bpd_T)
     keys = ["dataset", "sampler", "metric", "steps"]
     rows = []

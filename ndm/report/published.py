@@ -1,7 +1,8 @@
 """The papers' published numbers (configs/published.csv) and how our rows find theirs.
 
 A row of published.csv names a dataset by its data name (mnist, cifar10, imagenet32, ...),
-one of our variants, a metric (nelbo_bpd: a bits/dim bound; fid: Inception FID), the value
+one of our variants, a metric (nelbo_bpd: a bits/dim bound; fid: Inception FID; bbans_bpd: the
+lossless rate of a bits-back coder, the compression table's comparison), the value
 (empty where the paper's number was not entered), the time discretisation T of the bound
 (empty: continuous time), a status (published | not_entered), and primary (the row our
 variant is compared with; other rows are context, e.g. DDPM's L_simple model).
@@ -16,7 +17,7 @@ import pandas as pd
 
 PUBLISHED_COLUMNS = ["dataset", "variant", "metric", "value", "bound", "steps_T", "status", "primary", "source", "table", "note"]
 STATUSES = ("published", "not_entered")
-METRICS = ("nelbo_bpd", "fid")
+METRICS = ("nelbo_bpd", "fid", "bbans_bpd")
 # Our Frechet metrics that are the papers' FID (Inception features); fd_* never are.
 FID_COMPARABLE = ("fid_inception_tf", "fid_clean")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ndm.pipeline.results import atomic_write_text
 from ndm.report.collect import Results
 from ndm.report.fewstep import NDM
 
@@ -17,19 +18,25 @@ TABLE_SENTENCES = {
     "bpd_vs_T": "the discrete-time NELBO at each number of steps T and the continuous-time limit (VDM's bits/dim versus T).",
     "fid": "the Frechet distance of each variant at the paper's sampling setting (eval.paper_setting), with the published FID where the feature space matches.",
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
+    "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
     "few_step_comparison": "NDM minus DDPM / VDM at each NFE with the standard error of the difference and a verdict.",
+    "gauge": "the input-independent offset of every learned F against its input-dependent part at t = 0.25 ... 1 (an offset the NELBO cannot see; it makes the ODE stiff).",
+    "estimator_std": "the standard deviation of the NELBO estimator per time-sampling scheme (uniform, antithetic, importance in γ) for every trained model: VDM's variance point on real data.",
+    "compression": "lossless rates of the bits-back ANS codec (`ndm compress`) beside the model's T-step NELBO: the steady rate, the net file rate and their difference, the one-off initial bits (docs/compression.md).",
+    "claims": "the papers' exact claims (VDM's schedule invariance, variance not value, T-step convergence; Luo's equivalent parameterisations; NDM's F = identity case) checked on the Gaussian oracle, each with its measured figure, tolerance and pass/fail.",
 }
 
 
 def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dict[str, str]:
     out = {
-        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler.",
+        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler; the last column is each variant's best sampler per NFE.",
         "bpd_vs_T": "NELBO versus the number of steps T per dataset; dashed lines are the continuous-time NELBO, stars the published values.",
         "schedules": "the learned noise schedules γ(t) of vdm and ndm-vdm (one line per seed) over the fixed schedules of the other variants.",
         "training_curves": "training loss (bits/dim) versus step per dataset and variant.",
     }
     for d in datasets:
         out[f"transforms_{d}"] = f"the transformation F(x, t) at t = 0, 0.25, 0.5, 0.75, 1 of the variants with a non-identity F, on {d} test data."
+        out[f"gauge_{d}"] = f"the learned F's input-independent offset c(t) versus its input-dependent part (rms of F(x, t) − x and of dF/dt) over t, on {d} test data."
         for s in samplers.get(d, []):
             out[f"samples_{d}_{s}"] = f"{d} samples of every variant with the {s} sampler at each step count."
     return out
@@ -64,6 +71,17 @@ def _list(items: list[str]) -> list[str]:
     return lines
 
 
+def _claims_lines(claims: pd.DataFrame | None) -> list[str]:
+    """One line on the papers' exact claims (tables/claims), naming any that fail."""
+    lines = ["## Claims checked", ""]
+    if claims is None or claims.empty:
+        return lines + ["Not computed: results/<config>/claims.json is missing (`ndm claims`).", ""]
+    passed = claims["passed"].astype(bool)
+    line = f"{int(passed.sum())} of {len(claims)} of the papers' exact claims hold on the Gaussian oracle within their tolerances ([tables/claims.md](tables/claims.md))"
+    failed = claims.loc[~passed, "id"].tolist()
+    return lines + [line + (f"; failing: {', '.join(failed)}." if failed else "."), ""]
+
+
 def write_readme(
     out: Path,
     res: Results,
@@ -74,6 +92,7 @@ def write_readme(
     published_path: Path | None,
     published: pd.DataFrame | None,
     results_label: str,
+    claims: pd.DataFrame | None = None,
 ) -> Path:
     done, total = _run_summary(res)
     partial = done < total or bool(res.missing)
@@ -102,6 +121,7 @@ def write_readme(
         lines += [f"**{d}.** " + _scale_line(res, d), ""]
         lines += [f"- {a}" for a in answers[d]]
         lines.append("")
+    lines += _claims_lines(claims)
     lines += ["## Tables", "", "Each as CSV (numbers), Markdown and LaTeX (formatted) under `tables/`.", ""]
     for name in tables:
         lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{name}.csv), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
@@ -132,5 +152,5 @@ def write_readme(
         if res.ignored:
             lines += ["", "Run directories not in this config (left out of the tables):", ""] + _list(res.ignored)
     path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

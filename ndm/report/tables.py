@@ -1,4 +1,4 @@
-"""Tables: tidy numeric frames (CSV) and their formatted versions (Markdown, LaTeX).
+"""The papers' tables from the results: likelihood, bits/dim versus T, FID, few-step (table_format writes them).
 
 Every number is the mean over seeds with a standard error: across seeds when there are
 two or more (se_source = "seeds"), otherwise the within-run standard error the result file
@@ -10,8 +10,6 @@ marked (status "missing" or "partial (k of n seeds)").
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +17,7 @@ import pandas as pd
 from ndm.pipeline.config import ConfigError, resolve_eval_config
 from ndm.report.collect import Results
 from ndm.report.published import FID_COMPARABLE, cite, lookup
+from ndm.report.table_format import Table, fmt_diff, fmt_num, fmt_pm
 
 FEATURE_METRIC = {"classifier": "fd_classifier", "inception": "fid_inception_tf", "clean": "fid_clean", "data": "fd_data"}
 
@@ -36,20 +35,9 @@ FID_TABLE_COLUMNS = [
     "seeds", "n_samples", "published_fid", "comparable", "diff_vs_published", "published_source",
 ]  # fmt: skip
 FEW_STEP_COLUMNS = [
-    "dataset", "sampler", "metric", "steps", "nfe", "variant", "status", "nfe_F", "value", "se", "se_source",
+    "dataset", "sampler", "time_grid", "metric", "steps", "nfe", "variant", "status", "nfe_F", "value", "se", "se_source",
     "seeds", "n_samples", "nelbo_T_bpd", "nelbo_T_se",
 ]  # fmt: skip
-
-
-@dataclass
-class Table:
-    """A table's numeric frame (CSV), its formatted frame (Markdown/LaTeX) and its caption."""
-
-    name: str
-    data: pd.DataFrame
-    display: pd.DataFrame
-    caption: str
-    notes: list[str]
 
 
 # ------------------------------------------------------------------- helpers
@@ -75,34 +63,6 @@ def run_status(seeds: float | int | None, expected: int) -> str:
     if n == 0:
         return "missing"
     return "complete" if n >= expected else f"partial ({n} of {expected} seeds)"
-
-
-def fmt_num(x: float | None) -> str:
-    """A number with precision that suits its size ('' for NaN/None)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    if isinstance(x, float) and math.isinf(x):
-        return "∞"
-    a = abs(float(x))
-    if a >= 100:
-        return f"{x:.1f}"
-    if a >= 10:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
-
-
-def fmt_pm(mean: float | None, se: float | None) -> str:
-    """'mean ± se' ('mean' alone without se, '' without mean)."""
-    m = fmt_num(mean)
-    if not m:
-        return ""
-    s = fmt_num(se)
-    return f"{m} ± {s}" if s else m
-
-
-def fmt_diff(x: float | None) -> str:
-    s = fmt_num(x)
-    return s if not s or s.startswith("-") else f"+{s}"
 
 
 def _T_label(T: float) -> str:
@@ -175,19 +135,14 @@ def likelihood_table(res: Results, config: dict, published: pd.DataFrame | None,
                 }
             )
     data = pd.DataFrame(rows, columns=LIKELIHOOD_TABLE_COLUMNS)
-    display = pd.DataFrame(
+    display = _compared_display(
+        data,
         {
-            "dataset": data["dataset"],
-            "variant": data["variant"],
             "NELBO (bits/dim)": [fmt_pm(a, b) for a, b in zip(data["nelbo_bpd"], data["nelbo_se"])],
             "NLL, ODE (bits/dim)": [fmt_pm(a, b) or note for a, b, note in zip(data["nll_ode_bpd"], data["nll_ode_se"], data["nll_ode_note"])],
             "per-pixel histogram (bits/dim)": [fmt_num(x) for x in data["histogram_baseline_bpd"]],
             "published": [_published_cell(p, t) for p, t in zip(data["published_bpd"], data["published_T"])],
-            "ours − published": [fmt_diff(x) for x in data["diff_vs_published"]],
-            "source": data["published_source"],
-            "se": data["se_source"],
-            "status": data["status"],
-        }
+        },
     )
     notes = [
         "NELBO: continuous-time estimator on the test split (an upper bound on the NLL of discrete data).",
@@ -198,6 +153,22 @@ def likelihood_table(res: Results, config: dict, published: pd.DataFrame | None,
         "Continuous data (toy2d) is in bits/dim of a density (can be negative) and has no published counterpart.",
     ]
     return Table("likelihood", data, display, "Likelihood in bits/dim per dataset and variant (NDM paper's main table)", notes)
+
+
+def _compared_display(data: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """The display frame of a table compared with the papers: dataset, variant, the table's own
+    columns, then the difference to the published value and where each row's numbers come from."""
+    return pd.DataFrame(
+        {
+            "dataset": data["dataset"],
+            "variant": data["variant"],
+            **columns,
+            "ours − published": [fmt_diff(x) for x in data["diff_vs_published"]],
+            "source": data["published_source"],
+            "se": data["se_source"],
+            "status": data["status"],
+        }
+    )
 
 
 def _diff_to_published(pub: dict | None, nelbo, discrete_by: dict, d: str, v: str) -> float:
@@ -327,10 +298,9 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
                     }
                 )
     data = pd.DataFrame(rows, columns=FID_TABLE_COLUMNS)
-    display = pd.DataFrame(
+    display = _compared_display(
+        data,
         {
-            "dataset": data["dataset"],
-            "variant": data["variant"],
             "metric": data["metric"],
             "setting": [f"{s}, {int(n)} steps" for s, n in zip(data["sampler"], data["steps"])],
             "value": [fmt_pm(a, b) for a, b in zip(data["value"], data["se"])],
@@ -338,11 +308,7 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
             "published FID": [
                 (fmt_num(p) + ("" if c else " (not comparable)")) if not math.isnan(p) else "" for p, c in zip(data["published_fid"], data["comparable"])
             ],
-            "ours − published": [fmt_diff(x) for x in data["diff_vs_published"]],
-            "source": data["published_source"],
-            "se": data["se_source"],
-            "status": data["status"],
-        }
+        },
     )
     notes = [
         "The metric name says the feature space: fid_inception_tf / fid_clean are Inception FID (comparable with the papers);",
@@ -360,7 +326,7 @@ def few_step_table(res: Results) -> Table:
     """Frechet distances and the T-step NELBO versus NFE per variant and sampler."""
     fd = res.fd
     agg = aggregate(
-        fd, ["dataset", "sampler", "metric", "steps", "variant"], "value", "stderr", {"nfe": "nfe", "nfe_F": "nfe_F", "n_samples": "n_samples"}
+        fd, ["dataset", "sampler", "time_grid", "metric", "steps", "variant"], "value", "stderr", {"nfe": "nfe", "nfe_F": "nfe_F", "n_samples": "n_samples"}
     )
     lik = res.likelihood
     nel = aggregate(lik[(lik["estimator"] == "nelbo") & np.isfinite(lik["T"])], ["dataset", "variant", "T"], "bpd", "stderr")
@@ -372,6 +338,7 @@ def few_step_table(res: Results) -> Table:
             {
                 "dataset": r.dataset,
                 "sampler": r.sampler,
+                "time_grid": r.time_grid,
                 "metric": r.metric,
                 "steps": int(r.steps),
                 "nfe": r.nfe,
@@ -417,54 +384,3 @@ def _few_step_display(data: pd.DataFrame, res: Results) -> pd.DataFrame:
 # ---------------------------------------------------------------- writing
 
 
-def write_table(table: Table, out_dir: Path) -> list[Path]:
-    """tables/<name>.csv (numeric), .md and .tex (formatted, with caption and notes)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv, md, tex = (out_dir / f"{table.name}.{ext}" for ext in ("csv", "md", "tex"))
-    table.data.to_csv(csv, index=False)
-    display = _drop_empty_columns(table.display)
-    body = display.to_markdown(index=False) if not display.empty else "_No results yet for this table._"
-    notes = "\n".join(f"- {n}" for n in table.notes)
-    md.write_text(f"# {table.caption}\n\n{body}\n\n{notes}\n")
-    tex.write_text(_latex(table))
-    return [csv, md, tex]
-
-
-def _drop_empty_columns(display: pd.DataFrame) -> pd.DataFrame:
-    """The formatted table without columns that are empty in every row (e.g. no published values)."""
-    if display.empty:
-        return display
-    keep = [c for c in display.columns if display[c].astype(str).str.strip().ne("").any()]
-    return display[keep]
-
-
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-_TEX_SYMBOLS = {"±": r"$\pm$", "∞": r"$\infty$", "≤": r"$\leq$", "−": "-", "x̂": r"$\hat{x}$"}
-
-
-def tex_escape(text: object) -> str:
-    """A cell as LaTeX: special characters escaped, the report's symbols in math mode."""
-    out = "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
-    for sym, tex in _TEX_SYMBOLS.items():
-        out = out.replace(sym, tex)
-    return out
-
-
-def _latex(table: Table) -> str:
-    """A booktabs table with caption and label (written directly: no jinja2 needed)."""
-    display = _drop_empty_columns(table.display)
-    if display.empty:
-        return f"% {table.caption}: no results yet\n"
-    lines = [
-        r"\begin{table}",
-        r"\centering",
-        rf"\caption{{{tex_escape(table.caption)}}}",
-        rf"\label{{tab:{table.name}}}",
-        r"\begin{tabular}{" + "l" * len(display.columns) + "}",
-        r"\toprule",
-        " & ".join(tex_escape(c) for c in display.columns) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in display.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    return "\n".join(lines)

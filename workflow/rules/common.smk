@@ -2,15 +2,14 @@
 # every job's config at DAG build time (a typo fails here, naming the key, before any job).
 
 import json
+import re
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from ndm.names import FILE_DATASETS, SAMPLERS
 from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
-
-# Datasets read from files under a root directory (the others ship inside packages or are generated).
-FILE_DATASETS = {"mnist", "cifar10", "imagenet32", "imagenet64"}
 
 # The `ndm` command line every rule calls. With --sdm conda a job runs in the environment
 # built from environment.yml (dependencies only) and finds the package through PYTHONPATH
@@ -132,6 +131,8 @@ def all_results():
                 m = model_dir(d, v, s)
                 files += [f"{m}/train_summary.json", f"{m}/likelihood.json"]
                 files += [f"{m}/fid/{sampler}.json" for sampler in samplers(d)]
+                if eval_cfg(d).compression.steps:
+                    files.append(f"{m}/compression.json")
     return files
 
 

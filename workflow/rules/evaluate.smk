@@ -48,7 +48,7 @@ rule sample_grid:
     wildcard_constraints:
         dataset="|".join(PER_SAMPLER_DATASETS),
         seed=r"\d+",
-        sampler="ancestral|ddim|ode-euler|ode-heun|ode-adaptive|sde-em",
+        sampler="|".join(re.escape(s) for s in SAMPLERS),
     benchmark:
         f"{RESULTS}/benchmarks/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}.tsv"
     log:

@@ -6,11 +6,13 @@
 # its inputs every file it reads: the result JSON of each run (all_results, common.smk;
 # first, so params.results can be derived from input[0]), the model.pt files the schedule
 # and transformation figures load, the sample manifests of the sample grids, each
-# dataset's data.json (levels of the images) and configs/published.csv.
+# dataset's data.json (levels of the images) and configs/published.csv; last, the claims on
+# the Gaussian oracle (claims.smk).
 
 rule report:
     input:
         report_inputs(),
+        CLAIMS_JSON,
     output:
         REPORT_OUTPUTS,
     params:

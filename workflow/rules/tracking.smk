@@ -1,8 +1,8 @@
 # Deferred tracking (config `tracking_mode: deferred`, the embedded default): every job writes
 # its MLflow journal only, and this one job pushes all of them into the store once every
-# train and evaluate job is done. A job then skips MLflow's import and store start-up (~3.4 s
-# of the ~9 s a small CPU job costs beyond its compute); pushing all journals takes ~12 s in
-# one process. `ndm tracking-sync` is idempotent, so a rerun after new results pushes only
+# train and evaluate job is done. A job then skips MLflow's import and store start-up, a large
+# share of what a small CPU job costs beyond its compute, and one process pushes every journal
+# (docs/tracking.md has the numbers). `ndm tracking-sync` is idempotent, so a rerun after new results pushes only
 # what changed. With `tracking_mode: live` (paper config, SLURM) jobs log as they run and
 # this rule is not part of `all`.
 

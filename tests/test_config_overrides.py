@@ -1,0 +1,142 @@
+"""--config overrides and config errors at DAG build, with real Snakemake dry runs (issue 19).
+
+`--config` merges over the embedded default when no --configfile is given and over the named
+file when one is; names are checked against ndm.names; errors say what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import REPO, snakemake, workdir_copy
+
+from ndm import names
+from ndm.pipeline.config import ConfigError
+from ndm.pipeline.config_check import check_pipeline_config, typed_overrides
+
+DEFAULT = yaml.safe_load((REPO / "configs/default.yaml").read_text())
+SMOKE = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """The job-count table of a dry run (rule -> count)."""
+    rows = [line.split() for line in out.splitlines()]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+
+
+def dry_run(tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+    work = workdir_copy(tmp_path / "w")
+    proc = snakemake(["-n", "all", *args], cwd=work, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr, work
+
+
+# ------------------------------------------------------------- overrides, real dry runs
+
+
+def test_override_on_default_plans_the_trimmed_dag(tmp_path):
+    """One --config key changes the default; every other key stays (no 'experiment is required')."""
+    rc, out, work = dry_run(tmp_path, "--config", "variants=[ddpm,ndm]")
+    assert rc == 0, out[-3000:]
+    counts = job_counts(out)
+    assert counts["train"] == 2 * len(DEFAULT["datasets"]) * len(DEFAULT["seeds"])
+    for d in DEFAULT["datasets"]:
+        assert counts[f"sample_grid_{d}"] == 2 * len(DEFAULT["seeds"])
+    resolved = json.loads((work / DEFAULT["results"] / "config.resolved.json").read_text())
+    assert resolved["variants"] == ["ddpm", "ndm"]
+    assert resolved["experiment"] == DEFAULT["experiment"] and sorted(resolved["datasets"]) == sorted(DEFAULT["datasets"])
+
+
+def test_override_merges_over_a_named_configfile(tmp_path):
+    """--configfile smoke.yaml plus --config: smoke's datasets and results, the overridden seeds
+    (given as a list, which Snakemake hands over as strings) and variants."""
+    rc, out, work = dry_run(tmp_path, "--configfile", "configs/smoke.yaml", "--config", "variants=[ddpm]", "seeds=[0,1]")
+    assert rc == 0, out[-3000:]
+    assert job_counts(out)["train"] == len(SMOKE["datasets"]) * 1 * 2
+    resolved = json.loads((work / SMOKE["results"] / "config.resolved.json").read_text())
+    assert resolved["seeds"] == [0, 1] and resolved["variants"] == ["ddpm"]
+    assert resolved["experiment"] == SMOKE["experiment"]
+    assert sorted(resolved["datasets"]) == sorted(SMOKE["datasets"])  # not merged into the default's
+    assert f"{SMOKE['results']}/digits/ddpm/seed1/model.pt" in out
+
+
+def test_nested_override_changes_one_dataset_only(tmp_path):
+    rc, out, work = dry_run(tmp_path, "--config", "datasets={digits: {train: {steps: 50}}}")
+    assert rc == 0, out[-3000:]
+    resolved = json.loads((work / DEFAULT["results"] / "config.resolved.json").read_text())
+    assert resolved["datasets"]["digits"]["train"] == {"steps": 50}  # an int, as in a config file
+    assert resolved["datasets"]["digits"]["model"] == DEFAULT["datasets"]["digits"]["model"]
+    assert resolved["datasets"]["toy2d"]["train"] == DEFAULT["datasets"]["toy2d"]["train"]
+
+
+# ------------------------------------------------------------- errors at DAG build
+
+
+BAD_OVERRIDES = [
+    ("unknown dataset", "datasets={digits: {data: {name: digitz}}}", ["datasets.digits.data.name", "'digitz'", "did you mean 'digits'", *names.DATASETS]),
+    ("negative seed", "seeds=[-1]", ["seeds: -1 is negative", "integer >= 0"]),
+    ("non-integer seed", "seeds=[0,one]", ["seeds: 'one' is not an integer"]),
+    ("unknown top-level key", "sedes=[0]", ["unknown key sedes", "did you mean 'seeds'"]),
+    ("unknown variant", "variants=[ddpm,ndmm]", ["'ndmm'", "did you mean 'ndm'", *names.VARIANTS]),
+    ("unknown sampler", "defaults={eval: {samplers: [ancestrl]}}", ["'ancestrl'", "did you mean 'ancestral'", *names.SAMPLERS]),
+    ("unknown feature space", "datasets={toy2d: {eval: {fid: {features: [dta]}}}}", ["'dta'", "did you mean 'data'", *names.FEATURE_SPACES]),
+    ("unknown time grid", "defaults={eval: {time_grid: uniform-snr}}", ["'uniform-snr'", "did you mean 'uniform-logsnr'", *names.TIME_GRIDS]),
+    ("unknown nested key", "datasets={digits: {resources: {train: {threadz: 2}}}}", ["resources.train.threadz", "did you mean 'threads'"]),
+]
+
+
+@pytest.mark.parametrize("name,override,needles", BAD_OVERRIDES, ids=[b[0] for b in BAD_OVERRIDES])
+def test_wrong_override_fails_at_dag_build_in_user_terms(tmp_path, name, override, needles):
+    rc, out, work = dry_run(tmp_path, "--config", override)
+    assert rc != 0
+    for needle in needles:
+        assert needle in out, f"{needle!r} not in:\n{out[-3000:]}"
+    assert "is not of type" not in out and "Additional properties" not in out  # not the schema's words
+    assert not (work / DEFAULT["results"] / "digits").exists()  # no job ran
+
+
+# ------------------------------------------------------------- the pieces, without Snakemake
+
+
+def test_typed_overrides_reads_strings_as_yaml_scalars():
+    # What Snakemake's --config parser hands over (values inside lists and mappings are strings).
+    raw = {"seeds": ["-1", "2"], "tracking_uri": "null", "data_root": "/data/2024-01-01",
+           "defaults": {"train": {"steps": "50", "lr": "0.001", "compile": "true"}}, "experiment": "yes", "retries": 2}  # fmt: skip
+    assert typed_overrides(raw) == {
+        "seeds": [-1, 2],
+        "tracking_uri": None,
+        "data_root": "/data/2024-01-01",
+        "defaults": {"train": {"steps": 50, "lr": 0.001, "compile": True}},
+        "experiment": "yes",  # YAML 1.1's yes is a string here
+        "retries": 2,
+    }
+
+
+def test_check_pipeline_config_accepts_the_shipped_configs():
+    for name in ("default", "smoke", "paper"):
+        check_pipeline_config(yaml.safe_load((REPO / f"configs/{name}.yaml").read_text()), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"seeds": [0, 0]}, "seeds: 0 appears more than once"),
+        ({"seeds": 3}, "seeds must be a non-empty list"),
+        ({"seeds": [True]}, "seeds: True is not an integer"),
+        ({"variants": ["ddpm", "ddpm"]}, "'ddpm' appears more than once"),
+        ({"experiment": None, "datasets": {}}, "datasets must be a non-empty mapping"),
+    ],
+)
+def test_check_pipeline_config_names_the_problem(change, needle):
+    config = {**DEFAULT, **change}
+    with pytest.raises(ConfigError, match=needle):
+        check_pipeline_config(config, SCHEMA)
+
+
+def test_missing_key_says_how_to_fix_it():
+    config = {k: v for k, v in DEFAULT.items() if k != "experiment"}
+    with pytest.raises(ConfigError, match="missing key 'experiment'.*--configfile"):
+        check_pipeline_config(config, SCHEMA)
