@@ -33,7 +33,7 @@ from _common import machine_info, write_report  # noqa: E402  (benchmarks/ is on
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import SHAPES, model_config, randomize_zero_layers  # noqa: E402
 
-from ndm.estimators.likelihood import continuous_nelbo, ode_nll  # noqa: E402
+from ndm.estimators.likelihood import OdeSolver, continuous_nelbo, ode_nll  # noqa: E402
 from ndm.model.variants import build_model  # noqa: E402
 
 ROWS = (("ddpm", "default"), ("ndm", "jvp"), ("ndm", "jvp-functorch"), ("ndm", "separable"))
@@ -89,7 +89,7 @@ def main() -> int:
         times: dict[tuple[str, str], list[float]] = {}
         nfes: dict[tuple[str, str], float] = {}
         for name, m in models.items():  # warm-up (allocator, kernels)
-            ode_nll(m, x[:1], divergence="hutchinson", method="heun", steps=1, generator=torch.Generator(device=device).manual_seed(0))
+            ode_nll(m, x[:1], OdeSolver(divergence="hutchinson", method="heun", steps=1), generator=torch.Generator(device=device).manual_seed(0))
         for _ in range(repeats):
             for est in estimators:
                 for name, m in models.items():
@@ -99,7 +99,7 @@ def main() -> int:
                         res = continuous_nelbo(m, x, n_time_samples=args.time_samples, generator=gen)
                         nfe = float(args.time_samples)
                     else:
-                        res = ode_nll(m, x, divergence=est.split("_")[1], method="heun", steps=steps, generator=gen)
+                        res = ode_nll(m, x, OdeSolver(divergence=est.split("_")[1], method="heun", steps=steps), generator=gen)
                         nfe = res.nfe
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)

@@ -26,7 +26,7 @@ import torch
 from _common import write_report  # noqa: E402  (benchmarks/ is on sys.path: scripts run from it)
 
 from ndm.model.networks import NetworkConfig
-from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, SAMPLERS, sample, seed_generator
+from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, SAMPLERS, SamplerSettings, sample, seed_generator
 from ndm.model.variants import ModelConfig, build_model
 
 # The digits network of configs/default.yaml; DDPM's CIFAR-10 U-Net (35.7M parameters) and a CI-size one.
@@ -89,10 +89,10 @@ def main() -> int:
             else:
                 model, n_params = build(name, variant, device)
             # warm-up: allocator, oneDNN/cuDNN kernels, the first functorch JVP
-            sample(model, min(2, n), "ode-euler", 1, generator=seed_generator(0), device=device)
+            sample(model, min(2, n), SamplerSettings("ode-euler", 1), generator=seed_generator(0), device=device)
             for sampler in samplers:
                 for steps in (steps_list if sampler in FIXED_STEP_SAMPLERS else [None]):
-                    res = sample(model, n, sampler, steps, rtol=args.rtol, atol=args.atol, generator=seed_generator(0), batch_size=batch_size, device=device)
+                    res = sample(model, n, SamplerSettings(sampler, steps, rtol=args.rtol, atol=args.atol), generator=seed_generator(0), batch_size=batch_size, device=device)
                     row = {
                         "model": name,
                         "variant": variant,

@@ -20,7 +20,7 @@ from test_sampling import CountingNet, FastGaussianOracle, SmoothF, exact_flow, 
 
 from ndm.estimators.gaussian import GaussianSpec
 from ndm.estimators.multistep import dpmpp_2m, edm_heun, multistep_nfe, ndm_2m
-from ndm.estimators.sampling import decode, expected_nfe, sample, seed_generator, solve
+from ndm.estimators.sampling import SamplerSettings, decode, expected_nfe, sample, seed_generator, solve
 from ndm.estimators.time_grids import EDM_RHO, TIME_GRIDS, make_time_grid
 from ndm.model.networks import NetworkConfig
 from ndm.model.schedules import invert_gamma
@@ -66,7 +66,7 @@ def test_default_grid_leaves_existing_samples_unchanged():
     m, _ = oracle("vdm-fixed")
     z1 = _z1()
     for sampler in ("ddim", "ode-heun"):
-        assert torch.equal(solve(m, z1, sampler, 7), solve(m, z1, sampler, 7, time_grid="uniform-t"))
+        assert torch.equal(solve(m, z1, SamplerSettings(sampler, 7)), solve(m, z1, SamplerSettings(sampler, 7, time_grid="uniform-t")))
 
 
 def test_bad_grid_arguments_fail_clearly():
@@ -78,7 +78,7 @@ def test_bad_grid_arguments_fail_clearly():
     with pytest.raises(ValueError, match="steps must be >= 1"):
         make_time_grid(0, "uniform-t")
     with pytest.raises(ValueError, match="eval.time_grid"):
-        sample(m, 2, "dpmpp-2m", 3, time_grid="log")
+        sample(m, 2, SamplerSettings("dpmpp-2m", 3, time_grid="log"))
     assert {"dpmpp-2m", "edm-heun"} <= set(FIXED_STEP_SAMPLERS) <= set(SAMPLERS)
 
 
@@ -168,7 +168,7 @@ def test_first_ndm_step_is_ddim():
     """One step has no previous x_hat: the integrator is the exact frozen-x_hat step, DDIM."""
     m, _ = oracle("ndm-blur")
     z1 = _z1()
-    assert torch.allclose(solve(m, z1, "dpmpp-2m", 1), solve(m, z1, "ddim", 1), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(solve(m, z1, SamplerSettings("dpmpp-2m", 1)), solve(m, z1, SamplerSettings("ddim", 1)), rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- orders
@@ -186,7 +186,7 @@ def test_identity_F_orders_against_the_exact_flow_map(variant):
     for kind in ("uniform-logsnr", "edm"):
         orders = {}
         for sampler in ("ddim", "dpmpp-2m", "edm-heun"):
-            err = [(decode(m, solve(m, z1, sampler, n, time_grid=kind)) - exact).abs().max().item() for n in STEPS]
+            err = [(decode(m, solve(m, z1, SamplerSettings(sampler, n, time_grid=kind))) - exact).abs().max().item() for n in STEPS]
             orders[sampler] = _slope(STEPS, err)
             if sampler != "ddim":
                 assert err[-1] < 1e-2, (kind, sampler, err)
@@ -210,9 +210,9 @@ def test_non_identity_F_orders_against_a_tight_solution(case):
     probability-flow ODE's solution (the drift mu' + (sigma'/sigma)(z - mu)) at order 2."""
     m = oracle("ndm-blur")[0] if case == "ndm-blur" else _learned_F_oracle()
     z1 = _z1(seed=3)
-    ref = solve(m, z1, "ode-adaptive", rtol=1e-10, atol=1e-10)
+    ref = solve(m, z1, SamplerSettings("ode-adaptive", rtol=1e-10, atol=1e-10))
     for sampler in ("dpmpp-2m", "edm-heun"):
-        err = [(solve(m, z1, sampler, n, time_grid="uniform-logsnr") - ref).abs().max().item() for n in STEPS]
+        err = [(solve(m, z1, SamplerSettings(sampler, n, time_grid="uniform-logsnr")) - ref).abs().max().item() for n in STEPS]
         print(case, sampler, err)
         assert 1.7 < _slope(STEPS[1:], err[1:]) < 2.4 and err[-1] < 2e-3, (sampler, err)
     # F matters: the identity-F solver on the same x_hat ends elsewhere
@@ -271,7 +271,7 @@ def test_nfe_is_counted_exactly_on_every_grid(variant):
             m.net.rows = 0
             if learned:
                 m.transform.net.rows = 0
-            res = sample(m, 3, sampler, n_steps, generator=seed_generator(0), batch_size=2, time_grid=kind)
+            res = sample(m, 3, SamplerSettings(sampler, n_steps, time_grid=kind), generator=seed_generator(0), batch_size=2)
             assert torch.isfinite(res.x).all() and res.time_grid == kind
             counted = (m.net.rows / 3, m.transform.net.rows / 3 if learned else 0)
             assert (res.nfe, res.nfe_F) == counted == want, (sampler, kind, counted, want)

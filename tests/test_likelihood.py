@@ -19,7 +19,7 @@ from trained_digits import trained_digits
 from ndm.estimators.calibrate import calibrate, oracle_model
 from ndm.model.diffusion import data_to_levels, levels_to_data
 from ndm.estimators.gaussian import GaussianSpec, exact_elbo_terms
-from ndm.estimators.likelihood import _flow_and_divergence, continuous_nelbo, ode_log_density, ode_nll
+from ndm.estimators.likelihood import OdeSolver, _flow_and_divergence, continuous_nelbo, ode_log_density, ode_nll
 from ndm.model.networks import NetworkConfig
 from ndm.estimators.sampling import ode_drift, seed_generator
 from ndm.model.variants import ModelConfig, build_model
@@ -47,7 +47,7 @@ def test_ode_nll_exact_divergence_equals_exact_nll(gaussian, variant):
     paired per example. For ndm-blur the exact ELBO is 0.05+ nats/dim looser at the same time."""
     spec, x, nll = gaussian
     model, linear_map = oracle_model(spec, variant)
-    est = ode_nll(model, x, divergence="exact", method="dopri5")
+    est = ode_nll(model, x, OdeSolver(divergence="exact", method="dopri5"))
     gap, se = paired(est, nll, spec.dim)
     print(f"{variant}: ODE NLL - NLL = {gap:.5f} +- {se:.5f} nats/dim, nfe {est.nfe}")
     assert abs(gap) < 0.005
@@ -69,7 +69,7 @@ def test_fixed_step_heun_converges_with_exact_nfe(gaussian):
     model, _ = oracle_model(spec, "ddpm")
     gaps = []
     for steps in (5, 40):
-        est = ode_nll(model, x[:200], divergence="exact", method="heun", steps=steps)
+        est = ode_nll(model, x[:200], OdeSolver(divergence="exact", method="heun", steps=steps))
         assert est.nfe == 2 * steps and est.name == f"ode_exact_heun{steps}"
         gaps.append(abs(paired(est, nll[:200], spec.dim)[0]))
     print("heun |gap| at 5, 40 steps:", gaps)
@@ -82,10 +82,10 @@ def test_hutchinson_agrees_with_exact_divergence(gaussian):
     halve the per-example noise (1/sqrt(4))."""
     spec, x, nll = gaussian
     model, _ = oracle_model(spec, "vdm-fixed")
-    exact = ode_nll(model, x, divergence="exact", method="heun", steps=20)
+    exact = ode_nll(model, x, OdeSolver(divergence="exact", method="heun", steps=20))
     noise = {}
     for probe, probes in (("rademacher", 1), ("gaussian", 1), ("rademacher", 4)):
-        hutch = ode_nll(model, x, divergence="hutchinson", probe=probe, probes=probes, method="heun", steps=20, generator=seed_generator(probes))
+        hutch = ode_nll(model, x, OdeSolver(divergence="hutchinson", probe=probe, probes=probes, method="heun", steps=20), generator=seed_generator(probes))
         d = hutch.per_example - exact.per_example
         mean, se = d.mean().item(), d.std().item() / math.sqrt(d.numel())
         print(f"{probe} x{probes}: hutchinson - exact = {mean:.4f} +- {se:.4f} nats; reported stderr {hutch.stderr_nats:.4f}")
@@ -107,7 +107,7 @@ def test_dequantized_nll_equals_its_closed_form(gaussian):
     delta = 2.0 / levels
     xd = levels_to_data(data_to_levels(x, levels), levels, F64)  # bin centres
     model, _ = oracle_model(spec, "vdm-fixed")
-    est = ode_nll(model, xd, divergence="exact", method="dopri5", levels=levels, generator=seed_generator(5))
+    est = ode_nll(model, xd, OdeSolver(divergence="exact", method="dopri5"), levels=levels, generator=seed_generator(5))
     quad = delta**2 / 24.0 * torch.trace(torch.linalg.inv(spec.cov)).item()
     expected = spec.nll(xd) + quad - spec.dim * math.log(delta)
     gap, se = paired(est, expected, spec.dim)
@@ -133,7 +133,7 @@ def test_ode_trajectory_carries_no_graph_to_the_parameters(method):
     model = build_model(cfg, (4,), None).double()
     assert all(p.requires_grad for p in model.parameters())
     z0 = torch.randn(3, 4, dtype=F64)
-    log_prior, int_div, z1 = ode_log_density(model, z0, method=method, steps=3, divergence="hutchinson", rtol=1e-3, atol=1e-3)
+    log_prior, int_div, z1 = ode_log_density(model, z0, OdeSolver(method=method, steps=3, divergence="hutchinson", rtol=1e-3, atol=1e-3))
     assert not (log_prior.requires_grad or int_div.requires_grad or z1.requires_grad)
     assert torch.isfinite(int_div).all()
 
@@ -193,12 +193,12 @@ def test_trained_digits_ode_nll_beside_nelbo(tmp_path_factory, digits_test_x, va
     model, _ = trained_digits(variant, tmp_path_factory.getbasetemp())
     x, levels = digits_test_x
     xs = x[:6]
-    hutch = ode_nll(model, xs, divergence="hutchinson", method="heun", steps=6, generator=seed_generator(1))
+    hutch = ode_nll(model, xs, OdeSolver(divergence="hutchinson", method="heun", steps=6), generator=seed_generator(1))
     nelbo = continuous_nelbo(model, x, 16, generator=seed_generator(2))
     estimates = [hutch]
     line = f"{variant}: ODE NLL (Hutchinson, heun6) {hutch.bpd:.3f} +- {hutch.bpd_stderr:.3f} bpd (nfe {hutch.nfe}, nfe of F with each)"
     if variant == "ddpm":
-        exact = ode_nll(model, xs, divergence="exact", method="heun", steps=6, generator=seed_generator(1))
+        exact = ode_nll(model, xs, OdeSolver(divergence="exact", method="heun", steps=6), generator=seed_generator(1))
         estimates.append(exact)
         line += f", exact divergence {exact.bpd:.3f} +- {exact.bpd_stderr:.3f}"
         d = hutch.per_example - exact.per_example  # same dequantization noise (same seed), same grid

@@ -28,6 +28,7 @@ from ndm.estimators.sampling import (
     SAMPLERS,
     decode,
     expected_nfe,
+    SamplerSettings,
     sample,
     seed_generator,
     solve,
@@ -152,7 +153,7 @@ def test_samples_match_gaussian_data_at_1000_steps(variant, sampler, n):
     gamma(1) = 5 that is visible at this n (next test). The stochastic samplers contract it.
     ndm-blur (gamma(1) = 5) has F(x, 1) = C_1 x with C_1 removing most of the mean."""
     m, spec = oracle(variant)
-    res = sample(m, n, sampler, None if sampler == "ode-adaptive" else 1000, generator=seed_generator(0), batch_size=n, dtype=F64)
+    res = sample(m, n, SamplerSettings(sampler, None if sampler == "ode-adaptive" else 1000), generator=seed_generator(0), batch_size=n, dtype=F64)
     stat_mean, stat_cov = chi2_stats(res.x, spec.mean, spec.cov)
     print(f"{variant} {sampler}: chi2 mean {stat_mean:.2f} (< {CHI2_MEAN:.1f}), cov {stat_cov:.2f} (< {CHI2_COV:.1f}), nfe {res.nfe}")
     assert res.x.shape == (n, 4) and res.levels is None
@@ -166,7 +167,7 @@ def test_ode_carries_the_prior_mismatch_exactly():
     that and are detectably off the data's mean (the ancestral and SDE samples of the same
     model match the data: previous test)."""
     m, spec = oracle("vdm-fixed")
-    ode = sample(m, 20000, "ode-adaptive", generator=seed_generator(1), batch_size=20000, dtype=F64)
+    ode = sample(m, 20000, SamplerSettings("ode-adaptive"), generator=seed_generator(1), batch_size=20000, dtype=F64)
     flow_mean, flow_cov = exact_flow_moments(m, spec)
     vs_flow = chi2_stats(ode.x, flow_mean, flow_cov)
     vs_data = chi2_stats(ode.x, spec.mean, spec.cov)
@@ -187,8 +188,8 @@ def test_deterministic_samplers_converge_to_exact_flow_map(variant):
     exact = exact_flow(m, spec, z1)
     errors = {}
     for sampler in ("ddim", "ode-euler", "ode-heun"):
-        errors[sampler] = [(decode(m, solve(m, z1, sampler, n)) - exact).abs().max().item() for n in (10, 100, 1000)]
-    adaptive = [(decode(m, solve(m, z1, "ode-adaptive", rtol=tol, atol=tol)) - exact).abs().max().item() for tol in (1e-3, 1e-5, 1e-7)]
+        errors[sampler] = [(decode(m, solve(m, z1, SamplerSettings(sampler, n))) - exact).abs().max().item() for n in (10, 100, 1000)]
+    adaptive = [(decode(m, solve(m, z1, SamplerSettings("ode-adaptive", rtol=tol, atol=tol))) - exact).abs().max().item() for tol in (1e-3, 1e-5, 1e-7)]
     print(variant, errors, adaptive)
     for sampler in ("ddim", "ode-euler"):
         e10, e100, e1000 = errors[sampler]
@@ -207,7 +208,7 @@ def test_ddim_is_euler_for_the_flow_path():
     cfg = ModelConfig(variant="flow", parameterization="v", network=NetworkConfig(kind="mlp", hidden=16, depth=1))
     m = randomize(build_model(cfg, (4,), None).double(), 0.3, 0).eval()
     z1 = torch.randn(32, 4, dtype=F64, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(solve(m, z1, "ddim", 7), solve(m, z1, "ode-euler", 7), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(solve(m, z1, SamplerSettings("ddim", 7)), solve(m, z1, SamplerSettings("ode-euler", 7)), rtol=1e-12, atol=1e-12)
 
 
 class SmoothF(nn.Module):
@@ -237,8 +238,8 @@ def test_learned_F_solvers_agree_in_the_limit():
     m.net = FastGaussianOracle(spec, m.schedule)
     m.eval()
     z1 = torch.randn(32, 4, dtype=F64, generator=torch.Generator().manual_seed(3))
-    ref = solve(m, z1, "ode-adaptive", rtol=1e-9, atol=1e-9)
-    err = {s: [(solve(m, z1, s, n) - ref).abs().max().item() for n in (20, 200)] for s in ("ddim", "ode-euler", "ode-heun")}
+    ref = solve(m, z1, SamplerSettings("ode-adaptive", rtol=1e-9, atol=1e-9))
+    err = {s: [(solve(m, z1, SamplerSettings(s, n)) - ref).abs().max().item() for n in (20, 200)] for s in ("ddim", "ode-euler", "ode-heun")}
     print(err)
     for s in ("ddim", "ode-euler"):
         assert 5 < err[s][0] / err[s][1] < 20
@@ -247,7 +248,7 @@ def test_learned_F_solvers_agree_in_the_limit():
     with torch.no_grad():
         m.transform.net.w.zero_()
         m.transform.net.b.zero_()
-    assert (solve(m, z1, "ode-adaptive", rtol=1e-7, atol=1e-7) - ref).abs().max() > 1e-2
+    assert (solve(m, z1, SamplerSettings("ode-adaptive", rtol=1e-7, atol=1e-7)) - ref).abs().max() > 1e-2
 
 
 # ----------------------------------------------------------- every variant
@@ -294,7 +295,7 @@ def test_every_variant_every_sampler_shapes_levels_and_exact_nfe(variant):
             m.transform.net.rows = 0
         # two batches (3 = 2 + 1) for the fixed-step samplers: counts are per sample across batches
         n = 2 if sampler == "ode-adaptive" else 3
-        res = sample(m, n, sampler, None if sampler == "ode-adaptive" else steps, rtol=1e-2, atol=1e-2, generator=seed_generator(0), batch_size=2)
+        res = sample(m, n, SamplerSettings(sampler, None if sampler == "ode-adaptive" else steps, rtol=1e-2, atol=1e-2), generator=seed_generator(0), batch_size=2)
         assert res.x.shape == (n, 1, 8, 8) and torch.isfinite(res.x).all(), sampler
         assert res.levels.dtype == torch.uint8 and res.levels.shape == (n, 1, 8, 8)
         assert int(res.levels.max()) <= 16
@@ -311,9 +312,9 @@ def test_every_variant_every_sampler_shapes_levels_and_exact_nfe(variant):
 
 def test_samples_are_reproducible_and_continuous_data_has_no_levels():
     m = tiny_image_model("ddpm", levels=None)
-    a = sample(m, 4, "ancestral", 5, generator=seed_generator(7), progress=True)
-    b = sample(m, 4, "ancestral", 5, generator=seed_generator(7))
-    c = sample(m, 4, "ancestral", 5, generator=seed_generator(8))
+    a = sample(m, 4, SamplerSettings("ancestral", 5), generator=seed_generator(7), progress=True)
+    b = sample(m, 4, SamplerSettings("ancestral", 5), generator=seed_generator(7))
+    c = sample(m, 4, SamplerSettings("ancestral", 5), generator=seed_generator(8))
     assert a.levels is None
     assert torch.equal(a.x, b.x) and not torch.equal(a.x, c.x)
     assert a.steps == 5 and a.seconds > 0
@@ -322,9 +323,9 @@ def test_samples_are_reproducible_and_continuous_data_has_no_levels():
 def test_bad_arguments_fail_clearly():
     m = tiny_image_model("ddpm")
     with pytest.raises(ValueError, match="unknown sampler"):
-        sample(m, 2, "euler", 10)
+        sample(m, 2, SamplerSettings("euler", 10))
     with pytest.raises(ValueError, match="needs steps"):
-        sample(m, 2, "ddim")
+        sample(m, 2, SamplerSettings("ddim"))
 
 
 # ------------------------------------------------------- trained digits model
@@ -354,7 +355,7 @@ SLOW_CASES = [("ndm", s, 100) for s in ("ode-euler", "ode-heun", "sde-em")] + [(
 @pytest.mark.parametrize("variant,sampler,steps", FAST_CASES)
 def test_trained_digits_samples(digits_models, variant, sampler, steps):
     model, _ = digits_models[variant]
-    res = sample(model, 6, sampler, steps, rtol=1e-3, atol=1e-3, generator=seed_generator(0))
+    res = sample(model, 6, SamplerSettings(sampler, steps, rtol=1e-3, atol=1e-3), generator=seed_generator(0))
     _check_digit_samples(res, 6, expected_nfe(model, sampler, steps) if steps else None)
 
 
@@ -362,7 +363,7 @@ def test_trained_digits_samples(digits_models, variant, sampler, steps):
 @pytest.mark.parametrize("variant,sampler,steps", SLOW_CASES)
 def test_trained_digits_samples_learned_F_ode(digits_models, variant, sampler, steps):
     model, _ = digits_models[variant]
-    res = sample(model, 4, sampler, steps, rtol=1e-3, atol=1e-3, generator=seed_generator(0))
+    res = sample(model, 4, SamplerSettings(sampler, steps, rtol=1e-3, atol=1e-3), generator=seed_generator(0))
     _check_digit_samples(res, 4, expected_nfe(model, sampler, steps) if steps else None)
 
 
@@ -371,9 +372,9 @@ def test_trained_ode_samplers_agree_at_100_steps(digits_models):
     (1e-6) solution: Heun at 100 steps is more than 10x closer than Euler at 10 steps."""
     model, _ = digits_models["ddpm"]
     z1 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(4))
-    ref = decode(model, solve(model, z1, "ode-adaptive", rtol=1e-6, atol=1e-6))
-    heun = (decode(model, solve(model, z1, "ode-heun", 100)) - ref).abs().max().item()
-    euler10 = (decode(model, solve(model, z1, "ode-euler", 10)) - ref).abs().max().item()
+    ref = decode(model, solve(model, z1, SamplerSettings("ode-adaptive", rtol=1e-6, atol=1e-6)))
+    heun = (decode(model, solve(model, z1, SamplerSettings("ode-heun", 100))) - ref).abs().max().item()
+    euler10 = (decode(model, solve(model, z1, SamplerSettings("ode-euler", 10))) - ref).abs().max().item()
     print(f"heun100 {heun:.2e}, euler10 {euler10:.2e}")
     assert 10 * heun < euler10
 
@@ -393,6 +394,6 @@ def test_cli_sample_writes_levels_and_costs(digits_models, tmp_path):
     assert meta["sampler"] == "ddim" and meta["steps"] == 10 and meta["nfe"] == 10 and meta["shape"] == [5, 1, 8, 8]
     # the seed fixes the samples: the same call through the library gives the same levels
     model, _ = digits_models["ddpm"]
-    again = sample(model, 5, "ddim", 10, generator=seed_generator(3))
+    again = sample(model, 5, SamplerSettings("ddim", 10), generator=seed_generator(3))
     assert np.array_equal(again.levels.numpy(), levels)
     assert math.isfinite(meta["samples_per_s"])

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ndm.cli.registry import command
+from ndm.cli.registry import command, required_args
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -82,8 +82,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     _model_args(p)
-    p.add_argument("--config", required=True, help="pipeline config YAML (eval.compression)")
-    p.add_argument("--out", required=True, help="compression.json (the coded files are written beside it)")
+    required_args(p, config="pipeline config YAML (eval.compression)", out="compression.json (the coded files are written beside it)")
 
 
 @command("evaluate-compression", "code the test split at each eval.compression.steps T; rate, NELBO and speed")(_evaluate_args)

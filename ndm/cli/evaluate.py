@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ndm.cli.registry import command, recorder, tracking_args
+from ndm.cli.registry import command, recorder, required_args, tracking_args
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -240,9 +240,7 @@ def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, me
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    _config_arg(p)
-    p.add_argument("--results", required=True, help="the results directory of the config")
-    p.add_argument("--out", required=True, help="reports directory")
+    required_args(p, config="pipeline config YAML", results="the results directory of the config", out="reports directory")
 
 
 @command("report", "compile tables and figures from whatever results exist")(_report_args)

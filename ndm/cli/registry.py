@@ -27,6 +27,12 @@ def command(name: str, help_text: str):
     return wrap
 
 
+def required_args(p: argparse.ArgumentParser, **helps: str) -> None:
+    """Required string options in the given order: ``out="reports directory"`` adds ``--out``."""
+    for name, text in helps.items():
+        p.add_argument(f"--{name.replace('_', '-')}", required=True, help=text)
+
+
 def tracking_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: config, $MLFLOW_TRACKING_URI, sqlite under results/)")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: the config's `experiment`)")

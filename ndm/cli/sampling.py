@@ -44,7 +44,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, sample, seed_generator
+    from ndm.estimators.sampling import FIXED_STEP_SAMPLERS, SamplerSettings, sample, seed_generator
     from ndm.pipeline.results import atomic_write, write_result_json
     from ndm.pipeline.train import load_trained_model, pick_device
 
@@ -60,15 +60,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     res = sample(
         model,
         args.n,
-        args.sampler,
-        steps,
-        rtol=args.rtol,
-        atol=args.atol,
+        SamplerSettings(args.sampler, steps, time_grid=args.time_grid, rtol=args.rtol, atol=args.atol),
         generator=seed_generator(args.seed),
         batch_size=args.batch_size,
         device=device,
         progress=not args.no_progress,
-        time_grid=args.time_grid,
     )
     if not torch.isfinite(res.x).all():
         raise SystemExit(f"ndm sample: {args.sampler} produced non-finite samples (model {args.model})")

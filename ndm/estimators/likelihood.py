@@ -146,6 +146,43 @@ def discrete_nelbo(
 
 DIVERGENCES = ("exact", "hutchinson")
 ODE_METHODS = ("heun", "dopri5")
+PROBES = ("rademacher", "gaussian")
+
+
+@dataclass(frozen=True)
+class OdeSolver:
+    """How the probability-flow ODE is integrated and its divergence taken; checked on creation.
+
+    method "heun": `steps` fixed Heun steps on a grid uniform in gamma = -log SNR (2 N
+    evaluations of h; see gamma_uniform_grid); "dopri5": torchdiffeq's adaptive solver with
+    rtol/atol on the augmented state (one step size for the batch). divergence "exact"
+    (D vector-Jacobian products) or "hutchinson" (`probes` probes of kind `probe` per example).
+    """
+
+    method: str = "dopri5"
+    steps: int = 100  # heun only
+    rtol: float = 1e-5  # dopri5 only
+    atol: float = 1e-5  # dopri5 only
+    divergence: str = "exact"
+    probes: int = 1  # hutchinson only
+    probe: str = "rademacher"  # hutchinson only
+
+    def __post_init__(self) -> None:
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if self.method not in ODE_METHODS:
+            raise ValueError(f"method must be one of {ODE_METHODS}, got {self.method!r}")
+        if self.divergence == "hutchinson" and self.probes < 1:
+            raise ValueError(f"probes must be >= 1, got {self.probes}")
+        if self.divergence == "hutchinson" and self.probe not in PROBES:
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {self.probe!r}")
+        if self.method == "heun" and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+    @property
+    def name(self) -> str:
+        """The estimator's name in results: ode_<divergence>_<method>[<heun steps>]."""
+        return f"ode_{self.divergence}_{self.method}" + (str(self.steps) if self.method == "heun" else "")
 
 
 def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
@@ -219,37 +256,18 @@ def gamma_uniform_grid(model: DiffusionModel, steps: int) -> list[float]:
 # every step's graph into the next (patches, 25 Heun steps: 10.9 GB and 8x the time).
 @torch.no_grad()
 def ode_log_density(
-    model: DiffusionModel,
-    z0: Tensor,
-    *,
-    divergence: str = "exact",
-    method: str = "dopri5",
-    steps: int = 100,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    probes: int = 1,
-    probe: str = "rademacher",
-    generator: torch.Generator | None = None,
+    model: DiffusionModel, z0: Tensor, solver: OdeSolver = OdeSolver(), *, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """log N(z_1; 0, I) and int_0^1 div h dt per example for the ODE trajectory from z0 (one batch).
 
-    Returns (log_prior, int_div, z_1); log p_0(z0) = log_prior + int_div.
-    method "heun": `steps` fixed Heun steps on a grid uniform in gamma = -log SNR (2 N
-    evaluations of h; see gamma_uniform_grid);
-    "dopri5": torchdiffeq's adaptive solver with rtol/atol on the augmented state
-    (one step size for the batch). Hutchinson probes are drawn once per example and kept
-    for the whole trajectory (FFJORD), which keeps the integrand smooth for the adaptive
-    solver and the per-example estimate unbiased.
+    Returns (log_prior, int_div, z_1); log p_0(z0) = log_prior + int_div. Hutchinson probes
+    are drawn once per example and kept for the whole trajectory (FFJORD), which keeps the
+    integrand smooth for the adaptive solver and the per-example estimate unbiased.
     """
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if method not in ODE_METHODS:
-        raise ValueError(f"method must be one of {ODE_METHODS}, got {method!r}")
+    method, steps = solver.method, solver.steps
     eps = None
-    if divergence == "hutchinson":
-        if probes < 1:
-            raise ValueError(f"probes must be >= 1, got {probes}")
-        eps = _probes((probes, *z0.shape), probe, generator, z0)
+    if solver.divergence == "hutchinson":
+        eps = _probes((solver.probes, *z0.shape), solver.probe, generator, z0)
 
     def field(t: float | Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device).clamp(0.0, 1.0)
@@ -258,8 +276,6 @@ def ode_log_density(
     b = z0.shape[0]
     int_div = torch.zeros(b, dtype=z0.dtype, device=z0.device)
     if method == "heun":
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
         z = z0
         grid = gamma_uniform_grid(model, steps)
         for i in range(steps):
@@ -278,7 +294,7 @@ def ode_log_density(
 
         times = torch.tensor([0.0, 1.0], dtype=torch.float64, device=z0.device)
         # step_t = [1]: the last step lands on t = 1 instead of stepping past it (see sampling._adaptive).
-        z_traj, div_traj = odeint(augmented, (z0, int_div), times, method="dopri5", rtol=rtol, atol=atol, options={"step_t": times[1:]})
+        z_traj, div_traj = odeint(augmented, (z0, int_div), times, method="dopri5", rtol=solver.rtol, atol=solver.atol, options={"step_t": times[1:]})
         z1, int_div = z_traj[-1], div_traj[-1]
     log_prior = -0.5 * z1.reshape(b, -1).pow(2).sum(1) - 0.5 * z1[0].numel() * math.log(2 * math.pi)
     return log_prior, int_div, z1
@@ -287,14 +303,8 @@ def ode_log_density(
 def ode_nll(
     model: DiffusionModel,
     x: Tensor,
+    solver: OdeSolver = OdeSolver(),
     *,
-    divergence: str = "exact",
-    method: str = "dopri5",
-    steps: int = 100,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    probes: int = 1,
-    probe: str = "rademacher",
     levels: int | None = -1,
     generator: torch.Generator | None = None,
     batch_size: int = 1024,
@@ -332,7 +342,7 @@ def ode_nll(
 
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc=f"ode nll ({divergence}, {method})", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=n, desc=f"ode nll ({solver.divergence}, {solver.method})", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
     counter = EvalCounter(model)
     try:
         with eval_mode(model), counter:
@@ -342,10 +352,7 @@ def ode_nll(
                 t0 = torch.zeros(xb.shape[0], dtype=xb.dtype, device=xb.device)
                 alpha_0 = model.values(t0).alpha
                 z0 = model._bc(alpha_0) * xb  # alpha_0 F(x, 0), F(x, 0) = x
-                log_prior, int_div, _ = ode_log_density(
-                    model, z0, divergence=divergence, method=method, steps=steps, rtol=rtol, atol=atol,
-                    probes=probes, probe=probe, generator=generator,
-                )
+                log_prior, int_div, _ = ode_log_density(model, z0, solver, generator=generator)
                 terms["prior"].append(-log_prior)
                 terms["divergence"].append(-int_div)
                 terms["scale"].append(-dims * torch.log(alpha_0))
@@ -358,5 +365,4 @@ def ode_nll(
     if levels is not None:
         out["dequantization"] = torch.full_like(out["prior"], -dims * math.log(2.0 / levels))
     total = sum(out.values())
-    name = f"ode_{divergence}_{method}" + (str(steps) if method == "heun" else "")
-    return Estimate(name, total, dims, out, nfe=counter.per_sample(n)[0])
+    return Estimate(solver.name, total, dims, out, nfe=counter.per_sample(n)[0])

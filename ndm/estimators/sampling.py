@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -249,33 +249,49 @@ def _check(sampler: str, steps: int | None, time_grid: str = "uniform-t") -> Non
         raise ValueError(f"unknown time grid {time_grid!r}; choose one of {TIME_GRIDS} (eval.time_grid)")
 
 
+@dataclass(frozen=True)
+class SamplerSettings:
+    """A sampler (see SAMPLERS) and how it runs: `steps` steps on the grid `time_grid` for the
+    fixed-step samplers, tolerances rtol/atol for ode-adaptive. Checked on creation."""
+
+    sampler: str
+    steps: int | None = None
+    time_grid: str = field(default="uniform-t", kw_only=True)
+    rtol: float = field(default=1e-5, kw_only=True)
+    atol: float = field(default=1e-5, kw_only=True)
+
+    def __post_init__(self) -> None:
+        _check(self.sampler, self.steps, self.time_grid)
+
+    @property
+    def fixed_steps(self) -> int | None:
+        """The step count, None for ode-adaptive (which takes as many as its tolerances need)."""
+        return None if self.sampler == "ode-adaptive" else int(self.steps)
+
+
 @torch.no_grad()
 def solve(
     model: DiffusionModel,
     z1: Tensor,
-    sampler: str,
-    steps: int | None = None,
+    settings: SamplerSettings,
     *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
     generator: torch.Generator | None = None,
     on_step: Callable[[], None] | None = None,
-    time_grid: str = "uniform-t",
 ) -> Tensor:
-    """Run `sampler` from the given z_1 (one batch) down to t = 0 on the grid `time_grid`;
+    """Run the sampler of `settings` from the given z_1 (one batch) down to t = 0;
     returns z_0 (not decoded).
 
     Exposed so that tests can compare deterministic samplers with an exact flow map.
     """
-    _check(sampler, steps, time_grid)
-    if sampler == "ode-adaptive":
-        return _adaptive(model, z1, rtol, atol)
-    grid = make_time_grid(int(steps), time_grid, model.schedule, device=z1.device, dtype=z1.dtype)
+    sampler, steps = settings.sampler, settings.fixed_steps
+    if steps is None:
+        return _adaptive(model, z1, settings.rtol, settings.atol)
+    grid = make_time_grid(steps, settings.time_grid, model.schedule, device=z1.device, dtype=z1.dtype)
     if sampler in GRID_SOLVERS:
         return GRID_SOLVERS[sampler](model, z1, grid, on_step)
     step = STEP_FUNCTIONS[sampler]
     z = z1
-    for i in range(int(steps)):
+    for i in range(steps):
         z = step(model, z, _full(grid[i], z), _full(grid[i + 1], z), generator)
         if on_step is not None:
             on_step()
@@ -285,27 +301,22 @@ def solve(
 def sample(
     model: DiffusionModel,
     n: int,
-    sampler: str,
-    steps: int | None = None,
+    settings: SamplerSettings,
     *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = False,
-    time_grid: str = "uniform-t",
 ) -> SampleResult:
-    """n samples from `model` with `sampler` (see SAMPLERS) at `steps` steps on the grid
-    `time_grid` (fixed-step samplers) or tolerances rtol/atol (ode-adaptive).
+    """n samples from `model` with the sampler of `settings`.
 
     All noise (z_1 and the per-step noise) comes from `generator` (a CPU generator gives the
     same samples on any device), in batches of `batch_size`. device/dtype default to the
     model's. Returns decoded samples in model space, uint8 levels for discrete data, NFE
     per sample (see the module docstring) and the wall time.
     """
-    _check(sampler, steps, time_grid)
+    sampler, steps = settings.sampler, settings.fixed_steps
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     device = torch.device(device) if device is not None else model_device(model)
@@ -315,7 +326,7 @@ def sample(
     if progress:
         from tqdm import tqdm
 
-        per_batch = int(steps) if sampler in FIXED_STEP_SAMPLERS else 1
+        per_batch = steps if sampler in FIXED_STEP_SAMPLERS else 1
         bar = tqdm(total=len(sizes) * per_batch, desc=f"sample {sampler}", file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
     outputs: list[Tensor] = []
     counter = EvalCounter(model)
@@ -324,7 +335,7 @@ def sample(
         for b in sizes:
             z1 = randn((b, *model.event_shape), generator, device, dtype)
             on_step = (lambda: bar.update(1)) if bar is not None and sampler in FIXED_STEP_SAMPLERS else None
-            z0 = solve(model, z1, sampler, steps, rtol=rtol, atol=atol, generator=generator, on_step=on_step, time_grid=time_grid)
+            z0 = solve(model, z1, settings, generator=generator, on_step=on_step)
             outputs.append(decode(model, z0))
             if bar is not None and sampler not in FIXED_STEP_SAMPLERS:
                 bar.update(1)
@@ -340,7 +351,7 @@ def sample(
         from ndm.pipeline.data import from_model_space
 
         levels = from_model_space(x, model.levels)
-    return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=None if sampler == "ode-adaptive" else int(steps), time_grid=time_grid)
+    return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=steps, time_grid=settings.time_grid)
 
 
 def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
@@ -376,6 +387,7 @@ __all__ = [
     "FIXED_STEP_SAMPLERS",
     "SAMPLERS",
     "SampleResult",
+    "SamplerSettings",
     "TIME_GRIDS",
     "decode",
     "expected_nfe",

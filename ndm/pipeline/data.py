@@ -11,7 +11,7 @@ Files are never fetched unless the caller passes ``download=True`` (and only the
 torchvision datasets can download). A missing dataset raises one
 :class:`DatasetNotFound` that names every path searched and how to get the data.
 
-Adding a dataset is one loader function ``f(root, download, seed, *, option=...)``
+Adding a dataset is one loader function ``f(request: LoadRequest, *, option=...)``
 (in ndm/pipeline/datasets_packaged.py or ndm/pipeline/datasets_files.py; the
 :class:`Dataset` type and shared helpers are in ndm/pipeline/datasets_common.py)
 plus one entry in :data:`DATASETS`; its keyword-only parameters are the options
@@ -32,6 +32,7 @@ from ndm.pipeline.datasets_common import (
     Dataset,
     DatasetCorrupt,
     DatasetNotFound,
+    LoadRequest,
     default_data_root,
 )
 from ndm.pipeline.datasets_files import load_cifar10, load_imagenet32, load_imagenet64, load_mnist
@@ -53,6 +54,7 @@ __all__ = [
     "Dataset",
     "DatasetCorrupt",
     "DatasetNotFound",
+    "LoadRequest",
     "PATCH_PHOTOS_TEST",
     "PATCH_PHOTOS_TRAIN",
     "checkerboard_moments",
@@ -95,7 +97,7 @@ def from_model_space(x: Tensor, levels: int) -> Tensor:
 
 Loader = Callable[..., Dataset]
 
-#: name -> loader(root, download, seed, **options). Keyword-only parameters are the options.
+#: name -> loader(LoadRequest(root, download, seed), **options). Keyword-only parameters are the options.
 DATASETS: dict[str, Loader] = {
     "toy2d": load_toy2d,
     "gaussian": load_gaussian,
@@ -137,5 +139,5 @@ def load_dataset(
             f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; "
             f"accepted: {', '.join(allowed) or '(none)'}"
         )
-    return DATASETS[name](None if root is None else Path(root), download, int(seed), **options)
+    return DATASETS[name](LoadRequest(None if root is None else Path(root), download, int(seed)), **options)
 

@@ -111,6 +111,20 @@ def _subsample(
     return train, train_labels, test, test_labels
 
 
-def _root(root: Path | str | None) -> Path:
-    return Path(root) if root is not None else default_data_root()
+@dataclass(frozen=True)
+class LoadRequest:
+    """What every loader is given besides its own options (its keyword-only parameters).
+
+    ``root``: the data root of file-backed datasets (None: :func:`default_data_root`);
+    ``download``: whether torchvision may fetch missing files; ``seed``: draws generated
+    data and the optional ``n_train``/``n_test`` subsamples.
+    """
+
+    root: Path | None = None
+    download: bool = False
+    seed: int = 0
+
+    @property
+    def data_root(self) -> Path:
+        return Path(self.root) if self.root is not None else default_data_root()
 

@@ -13,27 +13,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ndm.pipeline.datasets_common import Dataset, DatasetCorrupt, DatasetNotFound, _root, _subsample, _subset_indices
+from ndm.pipeline.datasets_common import Dataset, DatasetCorrupt, DatasetNotFound, LoadRequest, _subsample, _subset_indices
 
 
 # --------------------------------------------------------------------------- torchvision
 
 
-def load_mnist(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-) -> Dataset:
+def load_mnist(req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None) -> Dataset:
     """MNIST through torchvision.datasets.MNIST: uint8 (N, 1, 28, 28), 256 levels, labels 0..9.
 
     Reads ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`` (torchvision's layout).
     """
     from torchvision.datasets import MNIST
 
-    base = _root(root)
+    base, download, seed = req.data_root, req.download, req.seed
     raw = base / "MNIST" / "raw"
     files = [raw / Path(name).stem for name, _ in MNIST.resources]  # the .gz names without .gz
     if not download and not all(f.is_file() for f in files):
@@ -72,13 +65,7 @@ def _cifar10_class(verify_checksums: bool) -> type:
 
 
 def load_cifar10(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    verify_checksums: bool = True,
+    req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None, verify_checksums: bool = True
 ) -> Dataset:
     """CIFAR-10 through torchvision.datasets.CIFAR10: uint8 (N, 3, 32, 32), 256 levels, labels 0..9.
 
@@ -87,7 +74,7 @@ def load_cifar10(
     """
     from torchvision.datasets import CIFAR10
 
-    base = _root(root)
+    base, download, seed = req.data_root, req.download, req.seed
     folder = base / CIFAR10.base_folder
     names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
     missing = [folder / n for n in names if not (folder / n).is_file()]
@@ -186,8 +173,8 @@ def _load_imagenet_split(
     return out, out_labels
 
 
-def _load_imagenet(res: int, root: Path | None, seed: int, n_train: int | None, n_test: int | None) -> Dataset:
-    base = _root(root)
+def _load_imagenet(res: int, req: LoadRequest, n_train: int | None, n_test: int | None) -> Dataset:
+    base, seed = req.data_root, req.seed
     dirs = _imagenet_dirs(base, res)
     names = list(IMAGENET_TRAIN_FILES) + [IMAGENET_VAL_FILE]
     found = {name: _find_file(dirs, name) for name in names}
@@ -208,18 +195,14 @@ def _load_imagenet(res: int, root: Path | None, seed: int, n_train: int | None, 
     return Dataset(f"imagenet{res}", tr, te, 256, trl, tel, info=info)
 
 
-def load_imagenet32(
-    root: Path | None, download: bool, seed: int, *, n_train: int | None = None, n_test: int | None = None
-) -> Dataset:
+def load_imagenet32(req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None) -> Dataset:
     """Downsampled ImageNet 32x32 (official npz batches): uint8 (N, 3, 32, 32), labels 0..999.
 
     Test split = the official validation file. ``download`` is not supported (login-gated).
     """
-    return _load_imagenet(32, root, seed, n_train, n_test)
+    return _load_imagenet(32, req, n_train, n_test)
 
 
-def load_imagenet64(
-    root: Path | None, download: bool, seed: int, *, n_train: int | None = None, n_test: int | None = None
-) -> Dataset:
+def load_imagenet64(req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None) -> Dataset:
     """Downsampled ImageNet 64x64 (official npz batches): uint8 (N, 3, 64, 64), labels 0..999."""
-    return _load_imagenet(64, root, seed, n_train, n_test)
+    return _load_imagenet(64, req, n_train, n_test)

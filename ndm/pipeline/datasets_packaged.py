@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ndm.pipeline.datasets_common import Dataset, DatasetNotFound, _generator, _subsample
+from ndm.pipeline.datasets_common import Dataset, DatasetNotFound, LoadRequest, _generator, _subsample
 
 
 # --------------------------------------------------------------------------- toy2d
@@ -49,16 +49,10 @@ def checkerboard_moments(cells: int = 4, half_width: float = 2.0) -> tuple[Tenso
 
 
 def load_toy2d(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    n_train: int = 50_000,
-    n_test: int = 10_000,
-    cells: int = 4,
-    half_width: float = 2.0,
+    req: LoadRequest, *, n_train: int = 50_000, n_test: int = 10_000, cells: int = 4, half_width: float = 2.0
 ) -> Dataset:
-    """Checkerboard toy data, float32 (N, 2); generated, so ``root``/``download`` are unused."""
+    """Checkerboard toy data, float32 (N, 2); generated, so ``req.root``/``req.download`` are unused."""
+    seed = req.seed
     if cells < 2:
         raise ValueError(f"cells must be >= 2, got {cells}")
     train = sample_checkerboard(n_train, _generator(seed, 1), cells, half_width).to(torch.float32)
@@ -76,21 +70,14 @@ def load_toy2d(
 # --------------------------------------------------------------------------- gaussian
 
 
-def load_gaussian(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    dim: int = 8,
-    n_train: int = 50_000,
-    n_test: int = 10_000,
-) -> Dataset:
+def load_gaussian(req: LoadRequest, *, dim: int = 8, n_train: int = 50_000, n_test: int = 10_000) -> Dataset:
     """x ~ N(m, S) from :class:`ndm.estimators.gaussian.GaussianSpec` ``make(dim, seed)``, float32 (N, D).
 
     The spec's exact mean and covariance ride along in ``moments`` (float64).
     """
     from ndm.estimators.gaussian import GaussianSpec  # local: keeps `ndm.pipeline.data` importable on its own
 
+    seed = req.seed
     spec = GaussianSpec.make(dim, seed)
     train = spec.sample(n_train, _generator(seed, 1)).to(torch.float32)
     test = spec.sample(n_test, _generator(seed, 2)).to(torch.float32)
@@ -109,18 +96,11 @@ def load_gaussian(
 DIGITS_N_TEST = 297  # 1797 = 1500 + 297
 
 
-def load_digits(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    n_train: int | None = None,
-    n_test: int | None = None,
-) -> Dataset:
+def load_digits(req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None) -> Dataset:
     """scikit-learn's bundled 8x8 digits: uint8 (N, 1, 8, 8), 17 levels (0..16), labels 0..9.
 
     The 1500/297 train/test split is stratified by label with a fixed random_state (0),
-    independent of ``seed``; ``seed`` only draws ``n_train``/``n_test`` subsamples.
+    independent of ``req.seed``, which only draws ``n_train``/``n_test`` subsamples.
     """
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
@@ -133,9 +113,9 @@ def load_digits(
     )
     idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
     tr, trl, te, tel = _subsample(
-        images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], n_train, n_test, seed
+        images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], n_train, n_test, req.seed
     )
-    return Dataset("digits", tr, te, 17, trl, tel, info={"seed": seed, "n_train": len(tr), "n_test": len(te)})
+    return Dataset("digits", tr, te, 17, trl, tel, info={"seed": req.seed, "n_train": len(tr), "n_test": len(te)})
 
 
 # --------------------------------------------------------------------------- patches
@@ -196,14 +176,7 @@ _FIXED_ORDER_SEED = 20240501
 
 
 def load_patches(
-    root: Path | None,
-    download: bool,
-    seed: int,
-    *,
-    patch_size: int = 32,
-    patch_stride: int = 16,
-    n_train: int | None = None,
-    n_test: int | None = None,
+    req: LoadRequest, *, patch_size: int = 32, patch_stride: int = 16, n_train: int | None = None, n_test: int | None = None
 ) -> Dataset:
     """RGB patches, uint8 (N, 3, s, s), 256 levels, of scikit-image's bundled photographs.
 
@@ -217,9 +190,9 @@ def load_patches(
         raise ValueError("patch_size and patch_stride must be >= 1")
     tr, trl = _fixed_shuffle(*_photo_patches(PATCH_PHOTOS_TRAIN, 0, patch_size, patch_stride))
     te, tel = _fixed_shuffle(*_photo_patches(PATCH_PHOTOS_TEST, len(PATCH_PHOTOS_TRAIN), patch_size, patch_stride))
-    tr, trl, te, tel = _subsample(tr, trl, te, tel, n_train, n_test, seed)
+    tr, trl, te, tel = _subsample(tr, trl, te, tel, n_train, n_test, req.seed)
     info = {
-        "seed": seed,
+        "seed": req.seed,
         "patch_size": patch_size,
         "patch_stride": patch_stride,
         "n_train": len(tr),

@@ -152,17 +152,10 @@ def _ode_nll(model: DiffusionModel, x: Tensor, ev: EvalConfig, gen: torch.Genera
     divergence = ev.ode.divergence
     if divergence == "auto":
         divergence = "exact" if model.dims <= 64 else "hutchinson"
-    est = likelihood.ode_nll(
-        model,
-        x,
-        method=ev.ode.method,
-        steps=ev.ode.steps,
-        rtol=ev.ode.rtol,
-        atol=ev.ode.atol,
-        divergence=divergence,
-        probes=ev.ode.probes,
-        generator=gen,
+    solver = likelihood.OdeSolver(
+        method=ev.ode.method, steps=ev.ode.steps, rtol=ev.ode.rtol, atol=ev.ode.atol, divergence=divergence, probes=ev.ode.probes
     )
+    est = likelihood.ode_nll(model, x, solver, generator=gen)
     return {**est.summary(), "method": ev.ode.method, "steps": ev.ode.steps if ev.ode.method == "heun" else None, "divergence": divergence, "seconds": round(time.time() - t0, 3)}
 
 
@@ -193,7 +186,7 @@ def sample_grid(
     seeded per (seed, steps), so a step count's samples do not depend on which other step
     counts were run. ode-adaptive has no step count; its file is steps0.npz (NFE measured).
     """
-    from ndm.estimators.sampling import sample
+    from ndm.estimators.sampling import SamplerSettings, sample
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
@@ -203,19 +196,10 @@ def sample_grid(
     records: list[dict[str, Any]] = []
     for steps in sample_steps_for(ev, sampler):
         gen = torch.Generator(device=device).manual_seed(run.seed * 100_003 + steps)
-        res = sample(
-            model,
-            ev.n_samples,
-            sampler,
-            None if sampler == "ode-adaptive" else steps,
-            rtol=ev.ode.rtol,
-            atol=ev.ode.atol,
-            generator=gen,
-            batch_size=ev.batch_size,
-            device=device,
-            progress=progress,
-            time_grid=ev.time_grid,
+        settings = SamplerSettings(
+            sampler, None if sampler == "ode-adaptive" else steps, time_grid=ev.time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol
         )
+        res = sample(model, ev.n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
