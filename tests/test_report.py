@@ -21,7 +21,7 @@ import yaml
 
 from ndm.report import compile_report, report_outputs
 from ndm.report.collect import collect
-from ndm.report.fewstep import BETTER, TIE, WORSE, describe, verdict
+from ndm.report.fewstep import BETTER, ONE_SEED, SE_PAIRED, SE_WITHIN, TIE, WORSE, describe, interval, verdict
 from ndm.report.published import data_names, load_published
 from ndm.report.tables import likelihood_table
 
@@ -260,12 +260,21 @@ def test_few_step_tables(tiny: dict) -> None:
     has = t.dropna(subset=["nelbo_T_bpd"])
     assert set(zip(has["sampler"], has["steps"])) == {("ancestral", 4)}
     c = _csv(tiny, "few_step_comparison")
-    assert {"dataset", "baseline", "sampler", "metric", "nfe", "diff", "diff_se", "z", "verdict"} <= set(c.columns)
+    assert {"dataset", "baseline", "sampler", "metric", "nfe", "diff", "diff_se", "n_seeds", "se_source", "ci_low", "ci_high", "z", "verdict"} <= set(c.columns)
     assert set(c["baseline"]) == {"ddpm", "vdm"}
-    row = c.iloc[0]
-    assert row["diff"] == pytest.approx(row["ndm"] - row["baseline_value"])
-    assert row["diff_se"] == pytest.approx(math.hypot(row["ndm_se"], row["baseline_se"]))
-    assert all(verdict(d, s) == v for d, s, v in zip(c["diff"], c["diff_se"], c["verdict"]))
+    assert c["diff"].to_numpy() == pytest.approx((c["ndm"] - c["baseline_value"]).to_numpy())
+    assert all(verdict(d, s, n) == v for d, s, n, v in zip(c["diff"], c["diff_se"], c["n_seeds"], c["verdict"]))
+    # digits has one seed of ndm: the within-run error, never a verdict; toy2d pairs its two seeds.
+    one = c[c["dataset"] == "digits"]
+    assert (one["n_seeds"] == 1).all() and (one["se_source"] == SE_WITHIN).all() and (one["verdict"] == ONE_SEED).all()
+    assert one["diff_se"].to_numpy() == pytest.approx(np.hypot(one["ndm_se"], one["baseline_se"]).to_numpy())
+    two = c[(c["dataset"] == "toy2d") & (c["sampler"] == "ancestral") & (c["metric"] == "fd_data")]
+    assert (two["n_seeds"] == 2).all() and (two["se_source"] == SE_PAIRED).all()
+    fd = collect(tiny["config"], tiny["results"]).fd
+    fd = fd[(fd["dataset"] == "toy2d") & (fd["sampler"] == "ancestral")].set_index(["variant", "steps", "seed"])["value"]
+    for r in two.itertuples():
+        d = [fd[("ndm", r.steps, s)] - fd[(r.baseline, r.steps, s)] for s in (0, 1)]
+        assert r.diff == pytest.approx(np.mean(d)) and r.diff_se == pytest.approx(abs(d[0] - d[1]) / 2)
 
 
 def test_tables_have_markdown_and_latex(tiny: dict) -> None:
@@ -325,12 +334,13 @@ def test_readme_links_everything_and_answers_the_few_step_question(tiny: dict) -
 def test_describe_states_where_the_advantage_disappears() -> None:
     def rows(diffs: list[float], se: float = 1.0) -> pd.DataFrame:
         nfe = [5, 10, 25, 100][: len(diffs)]
-        return pd.DataFrame({"nfe": nfe, "diff": diffs, "diff_se": se, "verdict": [verdict(d, se) for d in diffs]})
+        ci = [interval(d, se, 10) for d in diffs]
+        return pd.DataFrame({"nfe": nfe, "diff": diffs, "diff_se": se, "ci_low": [lo for lo, _ in ci], "ci_high": [hi for _, hi in ci], "verdict": [verdict(d, se, 10) for d in diffs]})
 
-    assert [verdict(-3, 1), verdict(3, 1), verdict(1.5, 1)] == [BETTER, WORSE, TIE]
+    assert [verdict(-3, 1, 10), verdict(3, 1, 10), verdict(1.5, 1, 10)] == [BETTER, WORSE, TIE]
     assert describe(rows([-5, -4, -3]), "ddpm").startswith("NDM better than DDPM at every NFE tested (5, 10, 25)")
     s = describe(rows([-5, -1, 4]), "vdm")
-    assert "NDM better than VDM at NFE <= 5" in s and "reverses at NFE = 25 (VDM better by 4.000 ± 1.000)" in s
+    assert "NDM better than VDM at NFE <= 5" in s and "reverses at NFE = 25 (VDM better by 4.000 (95% CI [+1.738, +6.262]))" in s
     s = describe(rows([3, 0.5, -4, -6]), "ddpm")
     assert "NDM better than DDPM at NFE >= 25" in s and "no significant difference at NFE = 10" in s and "reverses (DDPM better) at NFE = 5" in s
     assert describe(rows([0.5, -0.5]), "ddpm").startswith("no advantage at any NFE")

@@ -23,7 +23,7 @@ from ndm.report import figures, figures_models
 from ndm.report.claims import CLAIMS_FILE, claims_table, estimator_std_table
 from ndm.report.collect import Results, collect, samplers_of
 from ndm.report.compression import compression_table
-from ndm.report.fewstep import answer, best_sampler_table, comparison_table
+from ndm.report.fewstep import answer, best_sampler_table, comparison_table, seed_values
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
 from ndm.report.table_format import write_table
@@ -93,7 +93,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     fid = fid_table(res, config, pub, names)
     few = few_step_table(res)
     best = best_sampler_table(few.data, res.variants)
-    comp = comparison_table(few.data, bpd_T.data)
+    comp = comparison_table(few.data, bpd_T.data, seed_values(res.fd, res.likelihood))
     est_std = estimator_std_table(res)
     claims = claims_table(Path(results) / CLAIMS_FILE)
     written: list[Path] = []

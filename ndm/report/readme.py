@@ -19,7 +19,7 @@ TABLE_SENTENCES = {
     "fid": "the Frechet distance of each variant at the paper's sampling setting (eval.paper_setting), with the published FID where the feature space matches.",
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
-    "few_step_comparison": "NDM minus DDPM / VDM at each NFE with the standard error of the difference and a verdict.",
+    "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its 95% interval, the seeds behind it and a verdict.",
     "gauge": "the input-independent offset of every learned F against its input-dependent part at t = 0.25 ... 1 (an offset the NELBO cannot see; it makes the ODE stiff).",
     "estimator_std": "the standard deviation of the NELBO estimator per time-sampling scheme (uniform, antithetic, importance in γ) for every trained model: VDM's variance point on real data.",
     "compression": "lossless rates of the bits-back ANS codec (`ndm compress`) beside the model's T-step NELBO: the steady rate, the net file rate and their difference, the one-off initial bits (docs/compression.md).",
@@ -108,7 +108,9 @@ def write_readme(
         "",
         "At which number of function evaluations (NFE) does NDM's advantage over DDPM and VDM disappear or reverse?",
         "Computed from [tables/few_step_comparison.csv](tables/few_step_comparison.csv): diff = NDM − baseline (lower is better), "
-        "counted when |diff| > 2 standard errors. NFE counts x̂ evaluations; NDM also evaluates F at every step (about 2× the compute).",
+        "paired by training seed; NDM is called better or worse only when the 95% interval across seeds excludes 0. "
+        "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
+        "NFE counts x̂ evaluations; NDM also evaluates F at every step (about 2× the compute).",
         "",
     ]
     if NDM not in res.variants:

@@ -1,0 +1,133 @@
+"""The few-step verdicts rest on training-seed variation, not the noise within one run.
+
+Constructed results where the two errors differ: each run's within-run standard error is tiny
+(a large test set, many samples) while the seeds disagree, so a verdict judged against the
+within-run error would call a winner that another seed overturns. The comparison must pair by
+seed, use the across-seed standard error, and with one seed call no variant better.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ndm.report.fewstep import (
+    BETTER,
+    ONE_SEED,
+    SE_PAIRED,
+    SE_UNPAIRED,
+    SE_WITHIN,
+    TIE,
+    WORSE,
+    answer,
+    comparison_table,
+    seed_values,
+    verdict,
+)
+from ndm.report.tables import aggregate
+
+WITHIN_SE = 0.01  # the within-run error of every run: tiny next to the seed-to-seed spread
+
+
+def _fd(values: dict[str, list[float]], nfe: float = 10.0, sampler: str = "ddim") -> pd.DataFrame:
+    """Per-seed Frechet distances as `collect` reads them: variant -> value per seed 0, 1, ..."""
+    rows = []
+    for variant, vals in values.items():
+        for seed, v in enumerate(vals):
+            run = {"dataset": "toy", "variant": variant, "seed": seed, "sampler": sampler, "time_grid": "uniform", "steps": int(nfe)}
+            rows.append({**run, "nfe": nfe, "nfe_F": 0.0, "metric": "fd_data", "value": v, "stderr": WITHIN_SE, "n_samples": 1000})
+    return pd.DataFrame(rows)
+
+
+def _compare(fd: pd.DataFrame) -> pd.DataFrame:
+    """The comparison exactly as the report builds it: seed means (tables.aggregate), then the
+    seed-paired difference from the per-seed values."""
+    agg = aggregate(fd, ["dataset", "sampler", "metric", "steps", "variant"], "value", "stderr", {"nfe": "nfe", "nfe_F": "nfe_F"})
+    few = agg.rename(columns={"mean": "value"})
+    per_seed = seed_values(fd, pd.DataFrame())
+    return comparison_table(few, pd.DataFrame(), per_seed).data
+
+
+def test_seeds_that_disagree_give_no_verdict_despite_tiny_within_run_errors() -> None:
+    # ndm wins by 2 on seed 0 and loses by 2 on seed 1; each run's error is 0.01.
+    c = _compare(_fd({"ndm": [10.0, 14.0, 11.0], "ddpm": [12.0, 12.0, 11.5]}))
+    row = c.iloc[0]
+    d = np.array([10.0 - 12.0, 14.0 - 12.0, 11.0 - 11.5])
+    assert row["n_seeds"] == 3 and row["se_source"] == SE_PAIRED
+    assert row["diff"] == pytest.approx(d.mean())
+    assert row["diff_se"] == pytest.approx(d.std(ddof=1) / math.sqrt(3))
+    assert row["diff_se"] > 50 * math.hypot(WITHIN_SE, WITHIN_SE)  # the errors really differ
+    q = stats.t.ppf(0.975, 2)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((d.mean() - q * row["diff_se"], d.mean() + q * row["diff_se"]))
+    assert row["verdict"] == TIE
+    # The within-run error would have called this: |diff| / within-run se is far beyond any threshold.
+    assert abs(row["diff"]) / math.hypot(WITHIN_SE, WITHIN_SE) > 10
+
+
+def test_consistent_seeds_give_a_verdict_with_the_paired_across_seed_error() -> None:
+    # Seed effects shared by both variants (seed 1 is harder for both) cancel in the pairing:
+    # the unpaired across-seed errors are large, the paired one small.
+    ndm, ddpm = [10.0, 20.0, 15.0, 30.0], [11.0, 21.2, 15.9, 31.1]
+    c = _compare(_fd({"ndm": ndm, "ddpm": ddpm}))
+    row = c.iloc[0]
+    d = np.subtract(ndm, ddpm)
+    assert row["n_seeds"] == 4 and row["se_source"] == SE_PAIRED
+    assert row["diff_se"] == pytest.approx(d.std(ddof=1) / 2)
+    unpaired = math.hypot(np.std(ndm, ddof=1) / 2, np.std(ddpm, ddof=1) / 2)
+    assert row["diff_se"] < unpaired / 10
+    assert row["verdict"] == BETTER
+    worse = _compare(_fd({"ndm": ddpm, "ddpm": ndm})).iloc[0]
+    assert worse["verdict"] == WORSE and worse["diff"] == pytest.approx(-row["diff"])
+
+
+def test_pairing_uses_only_the_seeds_both_variants_ran() -> None:
+    fd = _fd({"ndm": [10.0, 20.0, 15.0], "ddpm": [11.0, 21.5]})
+    row = _compare(fd).iloc[0]
+    d = np.array([-1.0, -1.5])
+    assert row["n_seeds"] == 2 and row["diff"] == pytest.approx(d.mean()) and row["diff_se"] == pytest.approx(0.25)
+    assert row["ndm"] == pytest.approx(15.0) and row["baseline_value"] == pytest.approx(16.25)
+
+
+def test_one_seed_is_never_better_and_reports_the_within_run_interval() -> None:
+    # A huge gap against a tiny within-run error: still no verdict.
+    c = _compare(_fd({"ndm": [5.0], "ddpm": [50.0], "vdm": [5.5]}))
+    assert set(c["verdict"]) == {ONE_SEED} and (c["n_seeds"] == 1).all() and (c["se_source"] == SE_WITHIN).all()
+    row = c[c["baseline"] == "ddpm"].iloc[0]
+    se = math.hypot(WITHIN_SE, WITHIN_SE)
+    assert row["diff"] == pytest.approx(-45.0) and row["diff_se"] == pytest.approx(se)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-45.0 - 1.959964 * se, -45.0 + 1.959964 * se))
+    for d, s in ((-1e6, 1e-9), (1e6, 1e-9), (0.0, 1.0)):
+        assert verdict(d, s, 1) == ONE_SEED
+    lines = answer(c, ["toy"])["toy"]
+    assert "cannot say which variant is better" in lines[0] and "training variance" in lines[0]
+    assert not any("NDM better" in line or "DDPM better" in line for line in lines)
+    assert "not judged (one seed" in lines[1] and "[" in lines[1]
+
+
+def test_without_per_seed_values_the_means_combine_unpaired() -> None:
+    fd = _fd({"ndm": [10.0, 11.0, 12.0], "ddpm": [20.0, 21.0, 22.0]})
+    agg = aggregate(fd, ["dataset", "sampler", "metric", "steps", "variant"], "value", "stderr", {"nfe": "nfe", "nfe_F": "nfe_F"})
+    row = comparison_table(agg.rename(columns={"mean": "value"}), pd.DataFrame()).data.iloc[0]
+    assert row["se_source"] == SE_UNPAIRED and row["n_seeds"] == 3
+    assert row["diff_se"] == pytest.approx(math.hypot(1 / math.sqrt(3), 1 / math.sqrt(3)))
+    assert row["verdict"] == BETTER
+
+
+def test_the_t_nelbo_is_paired_by_seed_too() -> None:
+    lik = pd.DataFrame(
+        [
+            {"dataset": "toy", "variant": v, "seed": s, "estimator": "nelbo", "T": 10.0, "bpd": b, "stderr": WITHIN_SE, "n_examples": 10**5, "nfe": 10.0, "units": "bpd"}
+            for v, vals in {"ndm": [3.0, 5.0], "ddpm": [4.0, 4.0]}.items()
+            for s, b in enumerate(vals)
+        ]
+    )
+    per_seed = seed_values(pd.DataFrame(), lik)
+    agg = aggregate(lik, ["dataset", "variant", "T"], "bpd", "stderr")
+    bpd_T = agg.rename(columns={"mean": "bpd"}).assign(time="discrete")
+    row = comparison_table(pd.DataFrame(), bpd_T, per_seed).data.iloc[0]
+    assert row["metric"] == "nelbo_T_bpd" and row["n_seeds"] == 2 and row["se_source"] == SE_PAIRED
+    assert row["diff"] == pytest.approx(0.0) and row["diff_se"] == pytest.approx(1.0) and row["verdict"] == TIE
