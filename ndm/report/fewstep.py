@@ -190,7 +190,7 @@ def best_sampler_table(few: pd.DataFrame, variants: list[str] | None = None) -> 
         display["NFE"] = display["NFE"].map(lambda x: str(int(x)))
         display = display.fillna("")
     notes = [
-        "Each cell: the lowest value over the samplers run at that NFE (mean ± standard error), with the sampler that reached it.",
+        "Each cell: the lowest value over the samplers run at that NFE (mean ± standard error), with the sampler that reached it; the pick is by the point value, not a claim that this sampler is significantly better (with one seed the errors are within-run only).",
         "NFE counts x_hat evaluations; NDM variants also evaluate F (nfe_F in the CSV).",
     ]
     return Table("few_step_best", data, display, "Few-step study: each variant at its best sampler per NFE", notes)
