@@ -89,7 +89,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         **res.summary(),
         "model": str(args.model),
         "dataset": run.dataset,
-        "variant": run.model.variant,
+        "variant": run.model_name,
         "seed": args.seed,
         "rtol": args.rtol if steps is None else None,
         "atol": args.atol if steps is None else None,

@@ -52,7 +52,7 @@ def evaluate_compression(model_path: str | Path, config: dict, out_path: str | P
     out_dir = Path(out_path).parent
     out: dict[str, Any] = {
         "dataset": run.dataset,
-        "variant": run.model.variant,
+        "variant": run.model_name,
         "seed": run.seed,
         "config_hash": run.hash(),
         "model": str(model_path),

@@ -6,6 +6,7 @@ job, also inside each SLURM job) costs milliseconds, not a torch import.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # VDM's end points of the fixed linear schedule and the learned schedule's initialisation.
@@ -84,8 +85,33 @@ class ModelConfig:
     flow_eps: float = 1e-3
 
 
+# A model name is a variant, or a variant with a tag: "ddpm@params" is DDPM with its own
+# `variant_overrides["ddpm@params"]` (e.g. an x_hat network of NDM's parameter count), a
+# second model of the same variant in one config. The tag names what the copy changes.
+TAG_SEPARATOR = "@"
+_TAG = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def base_variant(name: str) -> str:
+    """The variant a model name builds: "ddpm@params" -> "ddpm", "ndm" -> "ndm"."""
+    return name.split(TAG_SEPARATOR, 1)[0]
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why `name` is not a model name (None when it is one)."""
+    if not isinstance(name, str):
+        return f"{name!r} is not a name"
+    base, sep, tag = name.partition(TAG_SEPARATOR)
+    if base not in VARIANTS:
+        return f"unknown variant {base!r}"
+    if sep and not _TAG.fullmatch(tag):
+        return f"{name!r}: the tag after '{TAG_SEPARATOR}' must be lower-case letters, digits and '-', e.g. 'ddpm{TAG_SEPARATOR}params'"
+    return None
+
+
 def get_variant(name: str) -> Variant:
+    """The Variant of a model name (a tagged name gives its base variant)."""
     try:
-        return VARIANTS[name]
+        return VARIANTS[base_variant(name)]
     except KeyError:
         raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None

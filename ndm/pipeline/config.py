@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig
+from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, base_variant, model_name_problem
 from ndm.pipeline.provenance import config_hash
 from ndm.names import DATASETS, FEATURE_SPACES, SAMPLE_JOBS, SAMPLERS, TIME_GRIDS
 
@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at train.steps), after the warm-up
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float | None = None  # max global grad norm; None = off
@@ -51,6 +52,12 @@ class TrainConfig:
     loss_steps: int = 1000  # T of the discrete-time loss
     checkpoint_every: int = 500
     log_every: int = 50
+    # The convergence curve (ndm.pipeline.train_curve): the EMA model's test NELBO every
+    # eval_every steps (a multiple of log_every; 0 = off) on the first eval_examples test
+    # examples, eval_time_samples times each, the same times and noise at every point.
+    eval_every: int = 0
+    eval_examples: int = 256
+    eval_time_samples: int = 8
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
     compile: bool = False  # torch.compile the networks
@@ -181,6 +188,13 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig
     seed: int = 0
+    # The model's name when it is a tagged copy of its variant ("ddpm@params"); None = the
+    # variant's own name. Results, runs and checkpoints are filed under model_name.
+    name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.name or self.model.variant
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -200,10 +214,15 @@ class RunConfig:
 # Options added after results existed are left out of the hash while at their defaults, so
 # that adding an option does not invalidate (retrain) every finished run.
 HASH_OMIT_AT_DEFAULT: dict[tuple[str, ...], Any] = {
+    ("name",): None,
     ("model", "transform_time"): "jvp",
     ("model", "transform_rank"): 4,
     ("model", "transform_gauge"): "none",
     ("model", "network", "patch_size"): 1,
+    ("train", "eval_every"): 0,
+    ("train", "lr_schedule"): "constant",
+    ("train", "eval_examples"): 256,
+    ("train", "eval_time_samples"): 8,
     ("model", "transform_network", "patch_size"): 1,
 }
 
@@ -286,11 +305,15 @@ def validate_values(run: RunConfig, where: str) -> None:
         (t.steps >= 1, f"{where}.train.steps must be >= 1, got {t.steps}"),
         (t.batch_size >= 1, f"{where}.train.batch_size must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"{where}.train.lr must be > 0, got {t.lr}"),
+        (t.lr_schedule in ("constant", "cosine"), f"{where}.train.lr_schedule must be constant or cosine, got {t.lr_schedule!r}"),
         (0 <= t.ema_decay < 1, f"{where}.train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (t.loss in ("continuous", "discrete"), f"{where}.train.loss must be 'continuous' or 'discrete', got {t.loss!r}"),
         (t.loss_steps >= 1, f"{where}.train.loss_steps must be >= 1, got {t.loss_steps}"),
         (t.time_sampling in ("uniform", "gamma"), f"{where}.train.time_sampling must be 'uniform' or 'gamma', got {t.time_sampling!r}"),
         (t.checkpoint_every >= 1, f"{where}.train.checkpoint_every must be >= 1"),
+        (t.eval_every >= 0 and (t.eval_every == 0 or t.eval_every % max(t.log_every, 1) == 0),
+         f"{where}.train.eval_every must be 0 (off) or a multiple of train.log_every ({t.log_every}), got {t.eval_every}"),
+        (t.eval_examples >= 2 and t.eval_time_samples >= 1, f"{where}.train.eval_examples must be >= 2 and eval_time_samples >= 1"),
         (t.device in ("auto", "cpu", "cuda"), f"{where}.train.device must be auto, cpu or cuda, got {t.device!r}"),
         (t.precision in ("fp32", "bf16"), f"{where}.train.precision must be fp32 or bf16, got {t.precision!r}"),
         (t.grad_clip is None or t.grad_clip > 0, f"{where}.train.grad_clip must be > 0 or null"),
@@ -332,20 +355,29 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     """The RunConfig of one (dataset, variant, seed) job from a pipeline config.
 
     Layering: `defaults` section, then the dataset's section, then the dataset's
-    `variant_overrides[variant]` (e.g. a bigger F network for ndm on one dataset).
+    `variant_overrides[variant]` (e.g. a bigger F network for ndm on one dataset). A tagged
+    model name "ddpm@params" builds variant ddpm with variant_overrides["ddpm"] and then
+    variant_overrides["ddpm@params"] (docs/architecture.md, "Model names").
     """
     datasets = config.get("datasets") or {}
     if dataset not in datasets:
         raise ConfigError(f"dataset {dataset!r} is not in the config's datasets: {sorted(datasets)}")
-    if variant not in VARIANTS:
-        raise ConfigError(f"variants: {unknown_name('variant', variant, VARIANTS)}")
+    base = base_variant(variant)
+    if base not in VARIANTS:
+        raise ConfigError(f"variants: {unknown_name('variant', base, VARIANTS)}")
+    if model_name_problem(variant) is not None:
+        raise ConfigError(f"variants: {model_name_problem(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
     all_overrides = section.pop("variant_overrides", None) or {}
     for name in all_overrides:
-        if name not in VARIANTS:
-            raise ConfigError(f"datasets.{dataset}.variant_overrides: {unknown_name('variant', name, VARIANTS)}")
-    overrides = all_overrides.get(variant, {})
-    section = _merge(section, overrides)
+        if model_name_problem(name) is not None:
+            base_name = base_variant(name)
+            detail = unknown_name("variant", base_name, VARIANTS) if base_name not in VARIANTS else model_name_problem(name)
+            raise ConfigError(f"datasets.{dataset}.variant_overrides: {detail}")
+    # A tagged model ("ddpm@params") takes its variant's overrides, then its own.
+    section = _merge(section, all_overrides.get(base) or {})
+    if variant != base:
+        section = _merge(section, all_overrides.get(variant) or {})
     where = f"datasets.{dataset}"
     for ignored in ("eval", "resources", "samplers", "fid"):
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
@@ -353,7 +385,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if unknown:
         raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
-    model_dict["variant"] = variant
+    model_dict["variant"] = base
     # A data section without a name loads the dataset its section is named after.
     data_dict = section.get("data") or {}
     data_dict = {"name": dataset, **data_dict} if isinstance(data_dict, dict) else data_dict
@@ -363,6 +395,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
         model=from_dict(ModelConfig, model_dict, f"{where}.model"),
         train=from_dict(TrainConfig, section.get("train"), f"{where}.train"),
         seed=int(seed),
+        name=variant if variant != base else None,
     )
     validate_values(run, where)
     return run
@@ -376,6 +409,7 @@ def run_config_from_dict(d: dict) -> RunConfig:
         model=from_dict(ModelConfig, d["model"], "model"),
         train=from_dict(TrainConfig, d["train"], "train"),
         seed=int(d["seed"]),
+        name=d.get("name"),
     )
 
 

@@ -45,7 +45,7 @@ def load_split(run: RunConfig, split: str, n: int | None = None) -> tuple[Tensor
 
 
 def _run_identity(run: RunConfig) -> dict[str, Any]:
-    return {"dataset": run.dataset, "variant": run.model.variant, "seed": run.seed, "config_hash": run.hash()}
+    return {"dataset": run.dataset, "variant": run.model_name, "seed": run.seed, "config_hash": run.hash()}
 
 
 def histogram_baseline_bpd(train: Tensor, test: Tensor, levels: int, smoothing: float = 0.5) -> float:
@@ -85,7 +85,7 @@ def evaluate_likelihood(
         "n_examples": int(x.shape[0]),
     }
     steps = [("continuous", None)] + [(f"T{T}", T) for T in ev.nelbo_steps] + [("ode", None)]
-    bar = _bar(len(steps), f"likelihood {run.dataset}/{run.model.variant}", progress)
+    bar = _bar(len(steps), f"likelihood {run.dataset}/{run.model_name}", progress)
     t0 = time.time()
     est = continuous_nelbo(model, x, ev.nelbo_time_samples, generator=gen, batch_size=ev.batch_size * 8)
     out["nelbo_continuous"] = {**est.summary(), "time_samples": ev.nelbo_time_samples, "seconds": round(time.time() - t0, 3)}
@@ -182,10 +182,11 @@ def sample_grid(
     """Samples of one model with one sampler at every configured step count.
 
     Files: out_dir/steps<N>.npz with `samples` (uint8 levels for discrete data, float32
-    otherwise), nfe, nfe_F, seconds, time_grid (eval.time_grid). The noise generator is
+    otherwise), nfe, nfe_F, flops_per_sample (ndm.estimators.flops), seconds, time_grid (eval.time_grid). The noise generator is
     seeded per (seed, steps), so a step count's samples do not depend on which other step
     counts were run. ode-adaptive has no step count; its file is steps0.npz (NFE measured).
     """
+    from ndm.estimators.flops import sampling_flops
     from ndm.estimators.sampling import SamplerSettings, sample
 
     model, run = load_trained_model(model_path, device=device)
@@ -194,6 +195,7 @@ def sample_grid(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     records: list[dict[str, Any]] = []
+    flops_cache: dict = {}
     for steps in sample_steps_for(ev, sampler):
         gen = torch.Generator(device=device).manual_seed(run.seed * 100_003 + steps)
         settings = SamplerSettings(
@@ -203,22 +205,25 @@ def sample_grid(
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
+        # Network FLOPs per sample (x_hat and F, JVPs included): the few-step figure's compute axis.
+        flops = sampling_flops(model, sampler, None if sampler == "ode-adaptive" else steps, nfe=res.nfe, device=device, cache=flops_cache)
         path = out_dir / f"steps{steps}.npz"
         arrays = dict(
             samples=samples.cpu().numpy(),
             nfe=res.nfe,
             nfe_F=res.nfe_F,
+            flops_per_sample=flops,
             seconds=res.seconds,
             sampler=sampler,
             steps=steps,
             seed=run.seed,
             dataset=run.dataset,
-            variant=run.model.variant,
+            variant=run.model_name,
             time_grid=ev.time_grid,
         )
         atomic_write(path, lambda f: np.savez(f, **arrays))
         written.append(path)
-        records.append({"file": str(path), "steps": steps, "time_grid": ev.time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "seconds": round(res.seconds, 3)})
+        records.append({"file": str(path), "steps": steps, "time_grid": ev.time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "flops_per_sample": flops, "seconds": round(res.seconds, 3)})
     # The manifest is the job's declared output, written last: its presence means every file is there.
     write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": ev.time_grid, "n_samples": ev.n_samples, "files": [str(p) for p in written], "records": records})
     return written
@@ -314,6 +319,8 @@ def evaluate_samples(
         with np.load(path) as z:
             arr = z["samples"]
             rec = {k: z[k].item() for k in ("nfe", "nfe_F", "seconds", "steps", "seed")}
+            if "flops_per_sample" in z.files:  # files sampled before FLOPs were counted lack it
+                rec["flops_per_sample"] = z["flops_per_sample"].item()
             first = first or {k: str(z[k]) for k in ("sampler", "dataset", "variant")}
             # Files written before eval.time_grid existed were all sampled on the uniform-t grid.
             rec["time_grid"] = str(z["time_grid"]) if "time_grid" in z.files else "uniform-t"

@@ -63,7 +63,7 @@ def job_tracking_uri(config: Mapping[str, Any], tracking_uri: str | None = None)
 def _identity(run: RunConfig | None, extra_tags: Mapping[str, Any]) -> dict[str, str]:
     """dataset, variant and seed of a job: from its RunConfig, else from the caller's tags."""
     if run is not None:
-        return {"dataset": run.dataset, "variant": run.model.variant, "seed": str(run.seed)}
+        return {"dataset": run.dataset, "variant": run.model_name, "seed": str(run.seed)}
     return {k: str(extra_tags.get(k, "-")) for k in ("dataset", "variant", "seed")}
 
 

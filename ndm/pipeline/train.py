@@ -19,6 +19,7 @@ one step (`train_step`), a log line every train.log_every steps (`MetricsLog`, w
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -31,7 +32,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ndm.estimators.flops import training_flops_per_step
 from ndm.estimators.gauge import offset_metrics
+from ndm.pipeline.train_curve import TestCurve
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
 from ndm.model.variants import build_model
 from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
@@ -79,9 +82,16 @@ def load_training_data(run: RunConfig) -> tuple[Tensor, tuple[int, ...], int | N
 
 
 def lr_at(step: int, run: RunConfig) -> float:
-    """Linear warm-up to train.lr, then constant (DDPM's and VDM's recipe)."""
-    warm = run.train.warmup_steps
-    return run.train.lr * min(1.0, (step + 1) / warm) if warm > 0 else run.train.lr
+    """Linear warm-up to train.lr, then constant (DDPM's and VDM's recipe) or, with
+    train.lr_schedule: cosine, a half cosine from train.lr down to 0 at train.steps (a short run
+    then ends annealed, at the plateau of its step budget instead of the noise of a high lr)."""
+    tc = run.train
+    warm = tc.warmup_steps
+    lr = tc.lr * min(1.0, (step + 1) / warm) if warm > 0 else tc.lr
+    if tc.lr_schedule == "cosine" and step >= warm:
+        progress = (step - warm) / max(1, tc.steps - warm)
+        lr = tc.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return lr
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -113,7 +123,7 @@ def preemption_signals() -> Iterator[dict]:
 def model_metadata(run: RunConfig, event_shape: tuple[int, ...], levels: int | None) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
-        "variant": run.model.variant,
+        "variant": run.model_name,
         "config": run.to_dict(),
         "config_hash": run.hash(),
         "event_shape": list(event_shape),
@@ -186,14 +196,21 @@ def log_record(state: TrainState, run: RunConfig, steps_per_s: float, probe: Ten
 class MetricsLog:
     """Where each log line goes: metrics.jsonl, the recorder (MLflow) and the progress bar."""
 
-    def __init__(self, path: Path, recorder: Recorder | None, bar: Any, step: int, probe: Tensor) -> None:
+    def __init__(self, path: Path, recorder: Recorder | None, bar: Any, step: int, probe: Tensor, curve: TestCurve | None = None, flops_per_step: float = math.nan) -> None:
         self.path, self.recorder, self.bar, self.probe = path, recorder, bar, probe
+        self.curve, self.flops_per_step = curve, flops_per_step
         self.last_time, self.last_step = time.time(), step
+        # Training seconds before this process (a resumed run continues the count).
+        self.seconds_before = _last_value(path, "train_seconds")
 
-    def append(self, state: TrainState, run: RunConfig) -> float:
+    def append(self, state: TrainState, run: RunConfig, done: bool = False) -> float:
         """Log the interval ending at this step, start the next one; return the mean loss."""
         now = time.time()
         record = log_record(state, run, (state.step - self.last_step) / max(now - self.last_time, 1e-9), self.probe)
+        self.seconds_before += now - self.last_time
+        record.update(train_seconds=self.seconds_before, train_flops=self.flops_per_step * state.step)
+        if self.curve is not None and self.curve.due(state.step, run.train.eval_every, done):
+            record.update(self.curve.evaluate(state.ema))
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.recorder is not None:
@@ -224,7 +241,7 @@ class NonFiniteGuard:
         ckpt_path = out / CHECKPOINT
         kept = f"the last good checkpoint {ckpt_path} (step {_ckpt_step(ckpt_path)}) is kept" if ckpt_path.exists() else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"non-finite loss at step {bad} ({run.dataset}/{run.model.variant}, seed {run.seed}, "
+            f"non-finite loss at step {bad} ({run.dataset}/{run.model_name}, seed {run.seed}, "
             f"output {out}); {kept}. Fix: lower train.lr or set train.grad_clip, or check the data; a changed "
             f"config cannot resume, so also delete {ckpt_path} to retrain from step 0. Rerunning unchanged resumes "
             "from the checkpoint and, training being deterministic, diverges again unless the NaN was a hardware fault."
@@ -237,7 +254,7 @@ def finish(state: TrainState, run: RunConfig, out: Path, meta: dict[str, Any], d
     model = state.model
     summary = {
         "dataset": run.dataset,
-        "variant": run.model.variant,
+        "variant": run.model_name,
         "seed": run.seed,
         "steps": state.step,
         "resumed_from": result.resumed_from,
@@ -297,9 +314,10 @@ def train(
         wall = time.time() - t_start
         return TrainResult(state.step, resumed_from, final_loss, wall, (state.step - resumed_from) / max(wall, 1e-9), out / MODEL)
 
-    bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {run.dataset}/{run.model.variant}", file=sys.stderr, dynamic_ncols=True, mininterval=2.0, disable=not progress)
+    bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {run.dataset}/{run.model_name}", file=sys.stderr, dynamic_ncols=True, mininterval=2.0, disable=not progress)
     with preemption_signals() as sig, bar:
-        log = MetricsLog(out / METRICS, recorder, bar, state.step, probe=x_train[:OFFSET_PROBE])
+        flops = training_flops_per_step(state.model, x_train, tc.batch_size, None if tc.loss == "continuous" else tc.loss_steps, tc.time_sampling)
+        log = MetricsLog(out / METRICS, recorder, bar, state.step, probe=x_train[:OFFSET_PROBE], curve=TestCurve.for_run(run, device), flops_per_step=flops)
         while state.step < tc.steps:
             metrics = train_step(state, x_train, run)
             guard.record(metrics["loss_bpd"], state.step)
@@ -308,7 +326,7 @@ def train(
             done = state.step >= tc.steps
             if state.step % tc.log_every == 0 or done:
                 guard.check(run, out)
-                final_loss = log.append(state, run)
+                final_loss = log.append(state, run, done)
             preempted = sig["signal"] is not None
             paused = stop_after is not None and state.step - resumed_from >= stop_after
             if state.step % tc.checkpoint_every == 0 or done or preempted or paused:
@@ -321,6 +339,18 @@ def train(
     finished = result()
     finish(state, run, out, meta, data_info, finished, recorder)
     return finished
+
+
+def _last_value(path: Path, key: str) -> float:
+    """`key` of the last line of a metrics file that has it (0.0 when none does)."""
+    value = 0.0
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                value = float(json.loads(line).get(key, value))
+            except (json.JSONDecodeError, TypeError, ValueError):
+                continue
+    return value
 
 
 def _ckpt_step(path: Path) -> int | str:

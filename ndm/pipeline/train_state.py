@@ -88,7 +88,7 @@ def resume(state: TrainState, run: RunConfig, ckpt_path: Path, metrics_path: Pat
     if not ckpt_path.exists():
         metrics_path.unlink(missing_ok=True)
         return last_loss
-    ckpt = load_checkpoint(ckpt_path, expected_kind="train", expected_variant=run.model.variant, expected_config_hash=run.hash())
+    ckpt = load_checkpoint(ckpt_path, expected_kind="train", expected_variant=run.model_name, expected_config_hash=run.hash())
     state.model.load_state_dict(ckpt["model"])
     state.ema.load_state_dict(ckpt["ema"])
     state.opt.load_state_dict(ckpt["optimizer"])

@@ -23,7 +23,9 @@ from ndm.report import figures, figures_models
 from ndm.report.claims import CLAIMS_FILE, claims_table, estimator_std_table
 from ndm.report.collect import Results, collect, samplers_of
 from ndm.report.compression import compression_table
-from ndm.report.fewstep import answer, best_sampler_table, comparison_table, seed_values
+from ndm.model.specs import base_variant
+from ndm.report.fewstep import answer, best_sampler_table, comparison_table, empty_comparison, seed_values
+from ndm.report.study import convergence_figure, convergence_table, matched_compute_table
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
 from ndm.report.table_format import write_table
@@ -31,8 +33,11 @@ from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelih
 
 log = logging.getLogger(__name__)
 
-TABLES = ["likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "estimator_std", "claims", "gauge", "compression"]
-GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves"]
+TABLES = [
+    "likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "gauge_comparison",
+    "estimator_std", "claims", "gauge", "compression", "convergence", "matched_compute",
+]  # fmt: skip
+GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves", "convergence"]
 
 
 def figure_names(config: dict) -> list[str]:
@@ -70,6 +75,17 @@ def _published(config: dict, path: str | Path | None) -> tuple[Path | None, pd.D
         return p, None, f"published.csv unusable: {exc}"
 
 
+def _is_gauge_copy(config: dict, variant: str) -> bool:
+    """A tagged copy whose only model change is F's gauge (e.g. ndm@gauge)."""
+    from ndm.pipeline.config import ConfigError, resolve_run_config
+
+    try:
+        datasets = list(config.get("datasets") or {})
+        return bool(datasets) and all(resolve_run_config(config, d, variant, 0).model.transform_gauge != "none" for d in datasets)
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return False
+
+
 def _safe(what: str, fn, *args, errors: list[str], **kwargs) -> list[Path]:
     """Run one figure; a failure becomes a message figure and a line in the summary, never a crash."""
     try:
@@ -93,11 +109,17 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     fid = fid_table(res, config, pub, names)
     few = few_step_table(res)
     best = best_sampler_table(few.data, res.variants)
-    comp = comparison_table(few.data, bpd_T.data, seed_values(res.fd, res.likelihood))
+    per_seed = seed_values(res.fd, res.likelihood)
+    comp = comparison_table(few.data, bpd_T.data, per_seed)
+    # The reference gauge against the paper's F, for every gauge-fixed copy of a learned-F variant.
+    gauge_pairs = [(v, base_variant(v)) for v in res.variants if v != base_variant(v) and base_variant(v) in res.variants and _is_gauge_copy(config, v)]
+    gauge_comp = comparison_table(few.data, bpd_T.data, per_seed, model=gauge_pairs[0][0], baselines=[gauge_pairs[0][1]], name="gauge_comparison") if gauge_pairs else empty_comparison("gauge_comparison")
+    convergence = convergence_table(res.curves, res.variants)
+    matched = matched_compute_table(res.curves, res.variants)
     est_std = estimator_std_table(res)
     claims = claims_table(Path(results) / CLAIMS_FILE)
     written: list[Path] = []
-    for table in (lik, bpd_T, fid, few, best, comp, est_std, claims):
+    for table in (lik, bpd_T, fid, few, best, comp, gauge_comp, est_std, claims, convergence, matched):
         written += write_table(table, out / "tables")
 
     fig_dir = out / "figures"
@@ -112,6 +134,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
     written += _safe("schedules", figures_models.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
     written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
+    written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
     samplers = {d: samplers_of(config, d) for d in res.datasets}
     for d in res.datasets:
         written += _safe(f"transforms_{d}", figures_models.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
@@ -126,7 +149,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     return {
         "out": str(out),
         "files": len(written),
-        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, est_std, claims, compression)},
+        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, gauge_comp, est_std, claims, compression, convergence, matched)},
         "missing_files": len(res.missing),
         "unreadable_files": len(res.unreadable),
         "figure_errors": errors,

@@ -25,9 +25,11 @@ from ndm.pipeline.config import ConfigError, resolve_eval_config
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 
 TRAIN_COLUMNS = ["dataset", "variant", "seed", "steps", "wall_s", "steps_per_s", "n_params", "n_params_x_hat", "n_params_F", "final_loss_bpd"]
-CURVE_COLUMNS = ["dataset", "variant", "seed", "step", "loss_bpd"]
+# test_nelbo_* / train_*: the convergence curve (train.eval_every; NaN where a line has none).
+CURVE_EXTRA = ["test_nelbo_bpd", "test_nelbo_se", "train_seconds", "train_flops"]
+CURVE_COLUMNS = ["dataset", "variant", "seed", "step", "loss_bpd", *CURVE_EXTRA]
 LIKELIHOOD_COLUMNS = ["dataset", "variant", "seed", "estimator", "T", "bpd", "stderr", "n_examples", "nfe", "units"]
-FD_COLUMNS = ["dataset", "variant", "seed", "sampler", "time_grid", "steps", "nfe", "nfe_F", "metric", "value", "stderr", "stderr_method", "n_samples", "feature_extractor"]
+FD_COLUMNS = ["dataset", "variant", "seed", "sampler", "time_grid", "steps", "nfe", "nfe_F", "flops_per_sample", "metric", "value", "stderr", "stderr_method", "n_samples", "feature_extractor"]
 
 
 @dataclass
@@ -122,7 +124,9 @@ def _curve_rows(path: Path, key: RunKey) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # a torn last line of a killed job
         if isinstance(rec, dict) and "step" in rec and "loss_bpd" in rec:
-            rows.append({"dataset": key[0], "variant": key[1], "seed": key[2], "step": int(rec["step"]), "loss_bpd": float(rec["loss_bpd"])})
+            row = {"dataset": key[0], "variant": key[1], "seed": key[2], "step": int(rec["step"]), "loss_bpd": float(rec["loss_bpd"])}
+            row.update({k: float(rec.get(k, math.nan)) for k in CURVE_EXTRA})
+            rows.append(row)
     return rows
 
 
@@ -157,6 +161,7 @@ def _fd_rows(r: dict[str, Any], key: RunKey, sampler: str) -> list[dict[str, Any
                     "steps": int(entry["steps"]),
                     "nfe": float(entry.get("nfe", math.nan)),
                     "nfe_F": float(entry.get("nfe_F", 0.0)),
+                    "flops_per_sample": float(entry.get("flops_per_sample", math.nan)),
                     "metric": metric,
                     "value": float(m["value"]),
                     "stderr": m.get("stderr"),
@@ -170,7 +175,7 @@ def _fd_rows(r: dict[str, Any], key: RunKey, sampler: str) -> list[dict[str, Any
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=columns)
-    for col in ("stderr", "bpd", "value", "nfe", "nfe_F", "T", "loss_bpd", "final_loss_bpd", "wall_s"):
+    for col in ("stderr", "bpd", "value", "nfe", "nfe_F", "flops_per_sample", "T", "loss_bpd", "final_loss_bpd", "wall_s"):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df

@@ -24,18 +24,29 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from ndm.model.specs import base_variant
+from ndm.report.fewstep_answer import _ci, answer, describe  # noqa: F401 - answer, describe re-exported
 from ndm.report.table_format import Table, fmt_diff, fmt_num
+from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocabulary of the few-step tables
+    BASELINES,
+    BEST,
+    BETTER,
+    LEVEL,
+    NDM,
+    NELBO_METRIC,
+    ONE_SEED,
+    SE_PAIRED,
+    SE_UNPAIRED,
+    SE_WITHIN,
+    TIE,
+    UNKNOWN,
+    WORSE,
+    interval,
+    paired_difference,
+    verdict,
+)
 
-NDM = "ndm"
-BASELINES = ("ddpm", "vdm", "vdm-fixed")
-LEVEL = 0.95
-BETTER, WORSE, TIE, UNKNOWN = "ndm better", "ndm worse", "no significant difference", "no standard error"
-ONE_SEED = "one seed: not judged"
-SE_PAIRED, SE_UNPAIRED, SE_WITHIN = "seeds (paired)", "seeds (unpaired)", "within-run, one seed"
-NELBO_METRIC = "nelbo_T_bpd"
-BEST = "best"
 
 COMPARISON_COLUMNS = [
     "dataset", "baseline", "sampler", "metric", "steps", "nfe", "nfe_F_ndm",
@@ -44,44 +55,6 @@ COMPARISON_COLUMNS = [
 ]  # fmt: skip
 SEED_COLUMNS = ["dataset", "variant", "seed", "sampler", "metric", "nfe", "value", "se"]
 
-
-def interval(diff: float, diff_se: float, n_seeds: int) -> tuple[float, float]:
-    """The 95% interval of a difference: t on n - 1 degrees of freedom across n >= 2 seeds,
-    normal for the within-run error of one seed (a bootstrap or many test examples)."""
-    if math.isnan(diff) or math.isnan(diff_se):
-        return math.nan, math.nan
-    q = float(stats.t.ppf(0.5 + LEVEL / 2, n_seeds - 1)) if n_seeds >= 2 else float(stats.norm.ppf(0.5 + LEVEL / 2))
-    return diff - q * diff_se, diff + q * diff_se
-
-
-def verdict(diff: float, diff_se: float, n_seeds: int) -> str:
-    """Better / worse only when n_seeds >= 2 and the across-seed interval excludes 0; one seed
-    is never judged (its error ignores training variance)."""
-    if n_seeds < 2:
-        return ONE_SEED
-    if math.isnan(diff) or math.isnan(diff_se) or diff_se <= 0:
-        return UNKNOWN
-    lo, hi = interval(diff, diff_se, n_seeds)
-    if lo <= 0 <= hi:
-        return TIE
-    return BETTER if diff < 0 else WORSE
-
-
-def paired_difference(ndm: dict[int, tuple[float, float]], base: dict[int, tuple[float, float]]) -> tuple[int, float, float, str, float, float]:
-    """(n, diff, se, se_source, mean_ndm, mean_base) over the seeds both ran; each dict maps
-    seed -> (value, within-run se). n = 0 when no seed is shared."""
-    seeds = sorted(set(ndm) & set(base))
-    n = len(seeds)
-    if n == 0:
-        return 0, math.nan, math.nan, "", math.nan, math.nan
-    a = np.array([ndm[s][0] for s in seeds], dtype=float)
-    b = np.array([base[s][0] for s in seeds], dtype=float)
-    d = a - b
-    if n >= 2:
-        se = float(d.std(ddof=1) / math.sqrt(n))
-        return n, float(d.mean()), se, SE_PAIRED, float(a.mean()), float(b.mean())
-    se = float(math.hypot(ndm[seeds[0]][1], base[seeds[0]][1]))
-    return 1, float(d[0]), se, SE_WITHIN, float(a[0]), float(b[0])
 
 
 def seed_values(fd: pd.DataFrame, likelihood: pd.DataFrame) -> pd.DataFrame:
@@ -196,19 +169,42 @@ def best_sampler_table(few: pd.DataFrame, variants: list[str] | None = None) -> 
     return Table("few_step_best", data, display, "Few-step study: each variant at its best sampler per NFE", notes)
 
 
-def comparison_table(few: pd.DataFrame, bpd_T: pd.DataFrame, per_seed: pd.DataFrame | None = None) -> Table:
-    """NDM minus each baseline per (dataset, sampler, metric, steps), with verdicts; sampler
-    "best" compares each model at its own best sampler per NFE (`best_sampler_rows`, chosen on
-    the seed means). per_seed (`seed_values`) pairs the difference by seed; without it the
-    rows' means and standard errors are combined unpaired."""
+def default_baselines(variants: list[str]) -> list[str]:
+    """NDM's baselines among `variants`: ddpm, vdm, vdm-fixed and their tagged copies
+    (ddpm@params, vdm@params: NDM's parameter count), in the order of BASELINES."""
+    return [v for b in BASELINES for v in variants if base_variant(v) == b]
+
+
+def empty_comparison(name: str) -> Table:
+    """A comparison table without rows (its pair of models is not in the config)."""
+    data = pd.DataFrame(columns=COMPARISON_COLUMNS)
+    return Table(name, data, pd.DataFrame(columns=["dataset"]), f"{name}: not in this config", ["The config has no pair of models to compare here."])
+
+
+def comparison_table(
+    few: pd.DataFrame,
+    bpd_T: pd.DataFrame,
+    per_seed: pd.DataFrame | None = None,
+    model: str = NDM,
+    baselines: list[str] | None = None,
+    name: str = "few_step_comparison",
+) -> Table:
+    """`model` (NDM) minus each baseline per (dataset, sampler, metric, steps), with verdicts;
+    sampler "best" compares each model at its own best sampler per NFE (`best_sampler_rows`,
+    chosen on the seed means). per_seed (`seed_values`) pairs the difference by seed; without it
+    the rows' means and standard errors are combined unpaired. baselines: default
+    `default_baselines` of the variants present. The columns keep the name `ndm` for the
+    compared model's value (ndm@gauge vs ndm in the gauge comparison)."""
     if not few.empty and few["sampler"].nunique() > 1:
         few = pd.concat([few, best_sampler_rows(few)], ignore_index=True)
     long = _long_values(few, bpd_T)
     seeds_of = _by_seed(per_seed)
     keys = ["dataset", "sampler", "metric", "steps"]
     rows = []
-    ndm = long[long["variant"] == NDM].set_index(keys) if not long.empty else None
-    for base in BASELINES:
+    ndm = long[long["variant"] == model].set_index(keys) if not long.empty else None
+    if baselines is None:
+        baselines = default_baselines(sorted(long["variant"].unique())) if not long.empty else []
+    for base in baselines:
         if ndm is None:
             break
         other = long[long["variant"] == base].set_index(keys)
@@ -216,7 +212,7 @@ def comparison_table(few: pd.DataFrame, bpd_T: pd.DataFrame, per_seed: pd.DataFr
             a, b = ndm.loc[idx], other.loc[idx]
             a = a.iloc[0] if isinstance(a, pd.DataFrame) else a
             b = b.iloc[0] if isinstance(b, pd.DataFrame) else b
-            ka = (idx[0], NDM, a["src"], idx[2], float(a["nfe"]))
+            ka = (idx[0], model, a["src"], idx[2], float(a["nfe"]))
             kb = (idx[0], base, b["src"], idx[2], float(b["nfe"]))
             n, diff, diff_se, source, mean_a, mean_b = paired_difference(seeds_of.get(ka, {}), seeds_of.get(kb, {}))
             if n == 0:  # no per-seed values: the means, their errors combined unpaired
@@ -277,123 +273,5 @@ def comparison_table(few: pd.DataFrame, bpd_T: pd.DataFrame, per_seed: pd.DataFr
         "NFE counts x_hat evaluations: at equal NFE, NDM also pays for F (nfe_F_ndm), about twice the compute per step.",
         "nelbo_T_bpd compares the T-step discrete-time NELBO (the bound of the T-step ancestral model).",
     ]
-    return Table("few_step_comparison", data, display, "Few-step study: NDM minus DDPM / VDM per NFE", notes)
-
-
-def _ci(lo: float, hi: float) -> str:
-    return f"[{fmt_diff(lo)}, {fmt_diff(hi)}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
-
-
-def _pm(r: pd.Series) -> str:
-    """A difference with its 95% interval: '+1.2 [−0.3, +2.7]'."""
-    return f"{fmt_diff(r['diff'])} {_ci(r['ci_low'], r['ci_high'])}".rstrip()
-
-
-def _by(r: pd.Series) -> str:
-    """A magnitude with the 95% interval of NDM − baseline: '12.3 (95% CI of NDM − base [−20.1, −4.5])'."""
-    ci = _ci(r["ci_low"], r["ci_high"])
-    return f"{fmt_num(abs(r['diff']))} (95% CI {ci})" if ci else fmt_num(abs(r["diff"]))
-
-
-def _nfes(rows: pd.DataFrame) -> str:
-    return ", ".join(str(int(x)) for x in rows["nfe"])
-
-
-def describe(rows: pd.DataFrame, baseline: str) -> str:
-    """One sentence on how NDM compares with `baseline` over NFE (rows of one dataset/sampler/metric)."""
-    rows = rows.sort_values("nfe")
-    v = rows["verdict"].tolist()
-    base = baseline.upper() if baseline in ("ddpm", "vdm") else baseline
-    first = rows.iloc[0]
-    last = rows.iloc[-1]
-    if all(x == BETTER for x in v):
-        return f"NDM better than {base} at every NFE tested ({_nfes(rows)}): by {_by(first)} at NFE {int(first['nfe'])}, by {_by(last)} at NFE {int(last['nfe'])}."
-    if all(x == ONE_SEED for x in v):
-        return (
-            f"not judged (one seed: the 95% intervals are within-run noise, without training variance); NDM − {base} "
-            f"{_pm(first)} at NFE {int(first['nfe'])}, {_pm(last)} at NFE {int(last['nfe'])}."
-        )
-    if all(x in (TIE, UNKNOWN) for x in v):
-        what = "no significant difference" if TIE in v else "no standard error to judge"
-        return f"no advantage at any NFE ({what}; NFE {_nfes(rows)}; NDM − {base} from {_pm(first)} to {_pm(last)})."
-    parts = []
-    # better on a suffix of NFEs: "better at NFE >= x"
-    k = len(v)
-    while k > 0 and v[k - 1] == BETTER:
-        k -= 1
-    if 0 < k < len(v):
-        x = rows.iloc[k]
-        parts.append(f"NDM better than {base} at NFE >= {int(x['nfe'])} (by {_by(x)} at NFE {int(x['nfe'])})")
-        below = rows.iloc[:k]
-        parts += _below(below, base)
-        return "; ".join(parts) + "."
-    # better on a prefix: the advantage disappears or reverses at larger NFE
-    j = 0
-    while j < len(v) and v[j] == BETTER:
-        j += 1
-    if j > 0:
-        y = rows.iloc[j - 1]
-        parts.append(f"NDM better than {base} at NFE <= {int(y['nfe'])} (by {_by(y)} at NFE {int(y['nfe'])})")
-        after = rows.iloc[j:]
-        worse = after[after["verdict"] == WORSE]
-        if not worse.empty:
-            w = worse.iloc[0]
-            parts.append(f"reverses at NFE = {int(w['nfe'])} ({base} better by {_by(w)})")
-        elif after.iloc[0]["verdict"] == ONE_SEED:
-            parts.append(f"not judged (one seed) at NFE = {_nfes(after[after['verdict'] == ONE_SEED])}")
-        else:
-            z = after.iloc[0]
-            parts.append(f"the advantage disappears at NFE = {int(z['nfe'])} ({_pm(z)}, not significant)")
-        return "; ".join(parts) + "."
-    # no contiguous advantage: each verdict with its NFEs, in the order of the smallest NFE
-    groups = []
-    labels = ((BETTER, "NDM better"), (TIE, "no significant difference"), (UNKNOWN, "no standard error"), (ONE_SEED, "one seed, not judged"), (WORSE, f"{base} better"))
-    for label, sel in labels:
-        sub = rows[rows["verdict"] == label]
-        if not sub.empty:
-            groups.append((float(sub["nfe"].min()), f"{sel} at NFE = {_nfes(sub)} (NDM − {base}: {'; '.join(_pm(r) for _, r in sub.iterrows())})"))
-    return "; ".join(text for _, text in sorted(groups)) + "."
-
-
-def _below(below: pd.DataFrame, base: str) -> list[str]:
-    out = []
-    worse = below[below["verdict"] == WORSE]
-    tie = below[below["verdict"].isin([TIE, UNKNOWN])]
-    one = below[below["verdict"] == ONE_SEED]
-    if not tie.empty:
-        out.append(f"no significant difference at NFE = {_nfes(tie)}")
-    if not one.empty:
-        out.append(f"not judged (one seed) at NFE = {_nfes(one)}")
-    if not worse.empty:
-        out.append(f"reverses ({base} better) at NFE = {_nfes(worse)} (by {'; '.join(_by(r) for _, r in worse.iterrows())})")
-    return out
-
-
-def answer(comparison: pd.DataFrame, datasets: list[str], baselines: tuple[str, ...] = ("ddpm", "vdm")) -> dict[str, list[str]]:
-    """Per dataset, one line per (baseline, sampler, metric): the few-step answer in numbers;
-    first a line saying what cannot be concluded where some comparison rests on one seed."""
-    out: dict[str, list[str]] = {}
-    if comparison.empty:
-        return out
-    for d in datasets:
-        lines = []
-        sub = comparison[comparison["dataset"] == d]
-        metrics = sorted(sub["metric"].unique(), key=lambda m: (m == NELBO_METRIC, m))
-        for base in baselines:
-            for metric in metrics:
-                for sampler in sorted(sub["sampler"].unique()):
-                    rows = sub[(sub["baseline"] == base) & (sub["metric"] == metric) & (sub["sampler"] == sampler)]
-                    if not rows.empty:
-                        lines.append(f"vs {base}, {sampler}, {metric}: {describe(rows, base)}")
-        judged = sub[sub["baseline"].isin(baselines)]
-        if lines and (judged["n_seeds"] < 2).any():
-            which = "every comparison rests" if (judged["n_seeds"] < 2).all() else "some comparisons rest"
-            lines.insert(
-                0,
-                f"One training seed: {which} on a single run per variant, whose error is sampling noise within that run and leaves out "
-                "training variance, so these differences cannot say which variant is better; two or more `seeds` in the config pair "
-                "the comparison by seed.",
-            )
-        if lines:
-            out[d] = lines
-    return out
+    title = "Few-step study: NDM minus DDPM / VDM per NFE" if model == NDM else f"Few-step study: {model} minus {', '.join(baselines or [])} per NFE"
+    return Table(name, data, display, title, notes)

@@ -115,7 +115,10 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path) -> list[Path]:
     if len(samplers) > 1:
         few = pd.concat([few.assign(best_sampler=None), best_sampler_rows(few)], ignore_index=True)
         samplers.append(BEST)
-    fig, axes = facet_axes(plt, len(rows), len(samplers))
+    # The last column puts the best sampler on a compute axis: network FLOPs per sample, x_hat
+    # and F together, so NDM's per-step cost of F is visible (absent for results without FLOPs).
+    flops_panel = BEST in samplers and "flops_per_sample" in few.columns and np.isfinite(few["flops_per_sample"].astype(float)).any()
+    fig, axes = facet_axes(plt, len(rows), len(samplers) + int(flops_panel))
     variants = sort_variants(few["variant"].unique().tolist())
     for i, (dataset, metric) in enumerate(rows):
         for j, sampler in enumerate(samplers):
@@ -138,8 +141,27 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path) -> list[Path]:
             ax.set_xlabel("NFE (x̂ network evaluations)")
             ax.set_ylabel(metric_label(metric))
             ax.set_title(f"{dataset} · {sampler}" if sampler != BEST else f"{dataset} · best sampler per NFE")
+        if flops_panel:
+            _flops_panel(axes[i][len(samplers)], few[(few["dataset"] == dataset) & (few["metric"] == metric) & (few["sampler"] == BEST)], variants, dataset, metric)
     figure_header(fig, "Sample quality versus number of function evaluations (lower is better)", legend_handles(variants, plt), ncol=8, legend_title="variant (error bars: ± 1 standard error)")
     return save_figure(fig, path)
+
+
+def _flops_panel(ax, sub: pd.DataFrame, variants: list[str], dataset: str, metric: str) -> None:
+    """The best sampler per NFE against network GFLOPs per sample (x_hat and F)."""
+    sub = sub[np.isfinite(sub["flops_per_sample"].astype(float))]
+    for v in variants:
+        s = sub[sub["variant"] == v].sort_values("flops_per_sample")
+        if not s.empty:
+            ax.errorbar(s["flops_per_sample"] / 1e9, s["value"], yerr=s["se"].fillna(0), color=variant_color(v), marker=variant_marker(v), capsize=3, linewidth=1.8, markersize=5)
+    if sub.empty:
+        ax.text(0.5, 0.5, "no FLOP counts", ha="center", va="center", transform=ax.transAxes, color="grey")
+    else:
+        _log_axis(ax, "x", sub["flops_per_sample"].to_numpy() / 1e9)
+        _value_axis(ax, sub["value"].to_numpy())
+    ax.set_xlabel("GFLOPs per sample (x̂ and F, JVPs included)")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{dataset} · best sampler vs compute")
 
 
 # ------------------------------------------------------------------ bpd vs T

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ndm.model.specs import VARIANTS
+from ndm.model.specs import get_variant, model_name_problem
 from ndm.report.collect import Results
 from ndm.report.figures import facet_axes, figure_header
 from ndm.report.style import (
@@ -44,7 +44,7 @@ def _fixed_schedule(config: dict, dataset: str, variant: str, seed: int):
     from ndm.model.schedules import build_schedule
 
     run = resolve_run_config(config, dataset, variant, seed)
-    name = run.model.schedule or VARIANTS[variant].schedule
+    name = run.model.schedule or get_variant(variant).schedule
     return name, build_schedule(name, gamma_min=run.model.gamma_min, gamma_max=run.model.gamma_max, flow_eps=run.model.flow_eps)
 
 
@@ -66,14 +66,14 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
     plt = pyplot()
     t = np.linspace(0.0, 1.0, 201)
     fig, axes = facet_axes(plt, 1, max(1, len(res.datasets)), w=4.8, h=3.8)
-    learned_variants = [v for v in res.variants if VARIANTS.get(v) and VARIANTS[v].schedule == "learned"]
+    learned_variants = [v for v in res.variants if model_name_problem(v) is None and get_variant(v).schedule == "learned"]
     fixed_styles = {"linear": ":", "ddpm": "-.", "flow": (0, (5, 1.5)), "cosine": (0, (1, 1))}
     missing: list[str] = []
     handles: dict[str, Any] = {}
     for ax, d in zip(axes[0], res.datasets):
         drawn: set[str] = set()
         for v in res.variants:
-            if v in learned_variants or v not in VARIANTS:
+            if v in learned_variants or model_name_problem(v) is not None:
                 continue
             try:
                 name, sched = _fixed_schedule(config, d, v, res.seeds[0])
@@ -115,7 +115,7 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
 
 def transform_variants(variants: list[str]) -> list[str]:
     """Variants whose F is not the identity (learned: ndm, ndm-vdm, ndm-latent; fixed: ndm-blur)."""
-    return [v for v in variants if v in VARIANTS and VARIANTS[v].transform != "identity"]
+    return [v for v in variants if model_name_problem(v) is None and get_variant(v).transform != "identity"]
 
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ndm.model.specs import VARIANTS
+from ndm.model.specs import get_variant, model_name_problem
 from ndm.report.collect import Results
 from ndm.report.style import message_figure, pyplot, save_figure, variant_color
 from ndm.report.table_format import Table, fmt_num
@@ -41,7 +41,7 @@ TABLE_COLUMNS = [
 
 def learned_f_variants(variants: list[str]) -> list[str]:
     """Variants whose F is learned (ndm, ndm-vdm, ndm-latent): the ones with a gauge to speak of."""
-    return [v for v in variants if v in VARIANTS and VARIANTS[v].transform in ("neural", "latent")]
+    return [v for v in variants if model_name_problem(v) is None and get_variant(v).transform in ("neural", "latent")]
 
 
 def _model_rows(path: Path, dataset: str, variant: str, seed: int) -> list[dict]:

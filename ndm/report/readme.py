@@ -20,6 +20,9 @@ TABLE_SENTENCES = {
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
     "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its 95% interval, the seeds behind it and a verdict.",
+    "gauge_comparison": "F in the reference gauge (ndm@gauge) minus the paper's F (ndm) at each NFE and for the T-step NELBO, paired by seed (empty when the config has no gauge-fixed copy).",
+    "convergence": "each variant's final test NELBO (from the curve logged every train.eval_every steps) and what the last quarter of training still gained: whether the models compared have converged.",
+    "matched_compute": "every variant's test NELBO at the same training FLOPs and the same training seconds (the cheapest full run's budget), read off its curve.",
     "gauge": "the input-independent offset of every learned F against its input-dependent part at t = 0.25 ... 1 (an offset the NELBO cannot see; it makes the ODE stiff).",
     "estimator_std": "the standard deviation of the NELBO estimator per time-sampling scheme (uniform, antithetic, importance in γ) for every trained model: VDM's variance point on real data.",
     "compression": "lossless rates of the bits-back ANS codec (`ndm compress`) beside the model's T-step NELBO: the steady rate, the net file rate and their difference, the one-off initial bits (docs/compression.md).",
@@ -29,10 +32,11 @@ TABLE_SENTENCES = {
 
 def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dict[str, str]:
     out = {
-        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler; the last column is each variant's best sampler per NFE.",
+        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler; then each variant's best sampler per NFE, and the same against network GFLOPs per sample (x̂ and F), where NDM's cost of F shows.",
         "bpd_vs_T": "NELBO versus the number of steps T per dataset; dashed lines are the continuous-time NELBO, stars the published values.",
         "schedules": "the learned noise schedules γ(t) of vdm and ndm-vdm (one line per seed) over the fixed schedules of the other variants.",
         "training_curves": "training loss (bits/dim) versus step per dataset and variant.",
+        "convergence": "the EMA model's test NELBO during training, versus steps and versus training FLOPs, mean over seeds with a standard-error band (empty without train.eval_every).",
     }
     for d in datasets:
         out[f"transforms_{d}"] = f"the transformation F(x, t) at t = 0, 0.25, 0.5, 0.75, 1 of the variants with a non-identity F, on {d} test data."

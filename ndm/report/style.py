@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ndm.model.specs import VARIANTS
+from ndm.model.specs import VARIANTS, base_variant
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,18 +38,28 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
+def _darker(hex_color: str, factor: float = 0.55) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
+
+
 def variant_color(variant: str) -> str:
-    return VARIANT_COLORS.get(variant, "#333333")
+    """The variant's colour; a tagged copy ("ddpm@params") a darker shade of its variant's."""
+    if variant in VARIANT_COLORS:
+        return VARIANT_COLORS[variant]
+    base = base_variant(variant)
+    return _darker(VARIANT_COLORS[base]) if base in VARIANT_COLORS else "#333333"
 
 
 def variant_marker(variant: str) -> str:
-    return VARIANT_MARKERS.get(variant, "o")
+    return VARIANT_MARKERS.get(variant, VARIANT_MARKERS.get(base_variant(variant), "o"))
 
 
 def sort_variants(variants: list[str]) -> list[str]:
-    """Variants in the canonical order (unknown names last, alphabetically)."""
-    known = [v for v in VARIANT_ORDER if v in variants]
-    return known + sorted(v for v in variants if v not in VARIANT_ORDER)
+    """Variants in the canonical order, each variant's tagged copies right after it (unknown
+    names last, alphabetically)."""
+    rank = {v: i for i, v in enumerate(VARIANT_ORDER)}
+    return sorted(variants, key=lambda v: (rank.get(base_variant(v), len(rank)), base_variant(v), v != base_variant(v), v))
 
 
 def metric_label(metric: str) -> str:

@@ -36,7 +36,7 @@ FID_TABLE_COLUMNS = [
 ]  # fmt: skip
 FEW_STEP_COLUMNS = [
     "dataset", "sampler", "time_grid", "metric", "steps", "nfe", "variant", "status", "nfe_F", "value", "se", "se_source",
-    "seeds", "n_samples", "nelbo_T_bpd", "nelbo_T_se",
+    "seeds", "n_samples", "nelbo_T_bpd", "nelbo_T_se", "flops_per_sample",
 ]  # fmt: skip
 
 
@@ -326,7 +326,11 @@ def few_step_table(res: Results) -> Table:
     """Frechet distances and the T-step NELBO versus NFE per variant and sampler."""
     fd = res.fd
     agg = aggregate(
-        fd, ["dataset", "sampler", "time_grid", "metric", "steps", "variant"], "value", "stderr", {"nfe": "nfe", "nfe_F": "nfe_F", "n_samples": "n_samples"}
+        fd,
+        ["dataset", "sampler", "time_grid", "metric", "steps", "variant"],
+        "value",
+        "stderr",
+        {"nfe": "nfe", "nfe_F": "nfe_F", "n_samples": "n_samples", "flops_per_sample": "flops_per_sample"},
     )
     lik = res.likelihood
     nel = aggregate(lik[(lik["estimator"] == "nelbo") & np.isfinite(lik["T"])], ["dataset", "variant", "T"], "bpd", "stderr")
@@ -352,13 +356,15 @@ def few_step_table(res: Results) -> Table:
                 "n_samples": r.n_samples,
                 "nelbo_T_bpd": n.mean if n is not None else math.nan,
                 "nelbo_T_se": n.se if n is not None else math.nan,
+                "flops_per_sample": r.flops_per_sample,
             }
         )
     data = pd.DataFrame(rows, columns=FEW_STEP_COLUMNS)
     data = _order(data, res, ["dataset", "sampler", "metric", "steps", "variant"])
     display = _few_step_display(data, res)
     notes = [
-        "NFE counts evaluations of the x_hat network; NDM variants also evaluate F (nfe_F in the CSV), which costs about as much again.",
+        "NFE counts evaluations of the x_hat network; NDM variants also evaluate F (nfe_F in the CSV). flops_per_sample (CSV) is "
+        "the network FLOPs of one sample, x_hat and F with its JVPs, counted by torch's FlopCounterMode (ndm.estimators.flops).",
         "NELBO at T = steps is the bound of the T-step ancestral sampler's model (ancestral rows only).",
         "Metric names say the feature space (fd_classifier and fd_data are not FID). Each cell: mean ± standard error.",
     ]
