@@ -139,7 +139,10 @@ def test_paper_dry_run_through_slurm_profile(tmp_path, profile):
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert counts["train"] == n_models
     assert counts["evaluate_likelihood"] == n_models
-    assert counts["sample_grid"] == n_models * len(paper["defaults"]["eval"]["samplers"])
+    # eval.sample_shards: K sample jobs per (model, sampler) where K > 1 (tests/test_sharding.py).
+    shards = {d: ((paper["datasets"][d].get("eval") or {}).get("sample_shards") or paper["defaults"]["eval"].get("sample_shards", 1)) for d in paper["datasets"]}
+    per_dataset = len(paper["variants"]) * len(paper["seeds"]) * len(paper["defaults"]["eval"]["samplers"])
+    assert counts.get("sample_grid", 0) + counts.get("sample_shard", 0) == per_dataset * sum(shards.values())
     for d in paper["datasets"]:
         for v in paper["variants"]:
             for s in paper["seeds"]:

@@ -158,6 +158,8 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--sampler", required=True, nargs="+", help="one or more samplers (eval.sample_jobs: per_model)")
     p.add_argument("--out-dir", required=True, nargs="+", help="directory for steps<N>.npz files, one per --sampler")
+    p.add_argument("--shard", type=int, default=0, help="draw shard k of --shards (eval.sample_shards; ndm/pipeline/shards.py)")
+    p.add_argument("--shards", type=int, default=1, help="number of shards the sample set is split into (1: the whole set)")
 
 
 @command("sample-grid", "samples of a model with one or more samplers at every configured step count")(_grid_args)
@@ -170,7 +172,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         raise SystemExit(f"sample-grid: {len(args.sampler)} sampler(s) but {len(args.out_dir)} --out-dir(s); give one --out-dir per --sampler")
     config = load_yaml(args.config)
     for sampler, out_dir in zip(args.sampler, args.out_dir):
-        files = sample_grid(args.model, config, sampler, out_dir, device=_device(args.device), progress=not args.no_progress)
+        files = sample_grid(args.model, config, sampler, out_dir, device=_device(args.device), progress=not args.no_progress,
+                            shard=args.shard, shards=args.shards)
         print(json.dumps([str(f) for f in files]))
     return 0
 
@@ -187,6 +190,13 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ref", nargs="+", required=True, help="FEATURE=PATH reference statistics")
     p.add_argument("--classifier", default=None)
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="K > 1: --manifest gives K shard manifests per --out (sampler-major, shard order); each group is merged "
+        "into the sampler directory (the shard directory's parent) before the distances",
+    )
     p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
     p.add_argument("--out", nargs="+", required=True, help="one JSON per --manifest (or one for --samples)")
     tracking_args(p)
@@ -203,7 +213,15 @@ def cmd_fd(args: argparse.Namespace) -> int:
     # Several sample sets of one model in one job (one per sampler): the feature networks and
     # reference stats load once, and the pipeline runs one job per model instead of one per
     # (model, sampler). Each set still gets its own JSON and its own MLflow run.
-    sets = [args.samples] if args.samples else [json.loads(Path(m).read_text())["files"] for m in args.manifest]
+    if args.shards > 1 and args.manifest:
+        from ndm.pipeline.shards import merge_shards
+
+        groups = [args.manifest[i : i + args.shards] for i in range(0, len(args.manifest), args.shards)]
+        if len(args.manifest) != args.shards * len(args.out):
+            raise SystemExit(f"evaluate-samples: {len(args.manifest)} shard manifest(s) for {len(args.out)} --out path(s) and --shards {args.shards}")
+        sets = [merge_shards(g, Path(g[0]).parent.parent) for g in groups]
+    else:
+        sets = [args.samples] if args.samples else [json.loads(Path(m).read_text())["files"] for m in args.manifest]
     if len(sets) != len(args.out):
         raise SystemExit(f"evaluate-samples: {len(sets)} sample set(s) but {len(args.out)} --out path(s); give one --out per --manifest")
     extractors = sample_feature_extractors(config, args.dataset, refs, args.classifier)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ndm.model.schedules import Schedule, ScheduleValues
-from ndm.model.time_sampling import draw_steps, draw_times
+from ndm.model.time_sampling import BatchRows, draw_noise, draw_steps, draw_times
 from ndm.model.transforms import SeparableTransform, Transform
 
 PARAMETERIZATIONS = ("eps", "x", "v")
@@ -193,6 +193,7 @@ class DiffusionModel(nn.Module):
         t: Tensor | None = None,
         variance_box: dict | None = None,
         time_sampling: str = "uniform",
+        rows: BatchRows | None = None,
     ) -> NelboTerms:
         """One-sample NELBO terms per example: L_recon + L_diff + L_prior (docs/math.md "The NELBO").
 
@@ -200,20 +201,21 @@ class DiffusionModel(nn.Module):
         `time_sampling` ("uniform": w = 1; "gamma": uniform in gamma, w = (gamma_1 - gamma_0) /
         gamma'(t)), or at the given t with w = 1. n_steps = T: L_diff = T KL_i at a uniform step i.
         variance_box: the learned schedule's gradient hook (training_loss fills it).
-        Random draws, in this order: eps_0 (z_0), eps_t (z_t), then the times or the step.
+        Random draws, in this order: eps_0 (z_0), eps_t (z_t), then the times or the step; with
+        rows (x = those rows of a global batch), each is the global batch's draw at these rows.
         """
-        eps_0, eps_t = torch.randn_like(x), torch.randn_like(x)
+        eps_0, eps_t = draw_noise(x, rows), draw_noise(x, rows)
         f_fixed = self._time_independent_f(x)
         reconstruction = self.reconstruction_loss(x, eps_0, f0=f_fixed)
         if n_steps is None:
             if t is None:
-                t, weight = draw_times(self.schedule, x.shape[0], sampling=time_sampling, device=x.device, dtype=x.dtype)
+                t, weight = draw_times(self.schedule, x.shape[0], sampling=time_sampling, device=x.device, dtype=x.dtype, rows=rows)
             else:
                 weight = torch.ones_like(t)
             diffusion_at_t, _, f1 = self._diffusion_loss_and_f1(x, t, eps_t, variance_box, f_fixed, want_f1=True)
             diffusion = diffusion_at_t * weight
         else:
-            diffusion, f1 = self.diffusion_loss_discrete(x, n_steps, eps_t), f_fixed
+            diffusion, f1 = self.diffusion_loss_discrete(x, n_steps, eps_t, draw_steps(n_steps, x.shape[0], device=x.device, rows=rows)), f_fixed
         prior = self.prior_loss(x, f1)
         return NelboTerms(reconstruction, diffusion, prior)
 
@@ -349,7 +351,7 @@ class DiffusionModel(nn.Module):
             i = draw_steps(n_steps, x.shape[0], device=x.device)
         return n_steps * self.diffusion_kl_step(x, i, n_steps, eps)
     def training_loss(
-        self, x: Tensor, n_steps: int | None = None, time_sampling: str = "uniform"
+        self, x: Tensor, n_steps: int | None = None, time_sampling: str = "uniform", rows: BatchRows | None = None
     ) -> tuple[Tensor, NelboTerms]:
         """Mean NELBO in bits/dim for a batch, with VDM's variance objective for learned schedules.
 
@@ -358,7 +360,7 @@ class DiffusionModel(nn.Module):
         still get the NELBO's gradient); see LearnedSchedule.
         """
         box: dict = {}
-        terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None, time_sampling=time_sampling)
+        terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None, time_sampling=time_sampling, rows=rows)
         bits_per_nat = bits_per_dim(1.0, self.dims)
         box["weight"] = 2.0 * terms.diffusion.detach() * bits_per_nat
         return terms.total.mean() * bits_per_nat, terms

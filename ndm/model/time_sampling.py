@@ -12,9 +12,15 @@ training and the estimators both replace it by sum_j w(t_j) L_diff(t_j) / K over
 The discrete diffusion term is a sum over steps i = 1..T; `draw_steps` picks the steps.
 Nothing else in the package draws times: a change of sampler here changes training and
 evaluation alike.
+
+Data-parallel training (`BatchRows`): every process draws the whole global batch's noise,
+times and steps from the same stream and keeps its own rows, so the draws do not depend on
+the number of processes (ndm.pipeline.distributed).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -22,6 +28,25 @@ from torch import Tensor
 from ndm.model.schedules import Schedule, invert_gamma
 
 TIME_SAMPLINGS = ("uniform", "gamma")
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """This process's rows [start, stop) of a global batch of `total` examples."""
+
+    start: int
+    stop: int
+    total: int
+
+    def take(self, full: Tensor) -> Tensor:
+        return full[self.start : self.stop]
+
+
+def draw_noise(x: Tensor, rows: BatchRows | None = None) -> Tensor:
+    """Standard normal noise shaped like x; with rows, the global batch's noise at x's rows."""
+    if rows is None:
+        return torch.randn_like(x)
+    return rows.take(torch.randn((rows.total, *x.shape[1:]), dtype=x.dtype, device=x.device))
 
 
 def stratified_uniform(n: int, k: int, *, generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> Tensor:
@@ -57,6 +82,7 @@ def draw_times(
     generator: torch.Generator | None = None,
     device=None,
     dtype=torch.float32,
+    rows: BatchRows | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Times for the continuous diffusion term and their importance weights, each flat.
 
@@ -64,11 +90,15 @@ def draw_times(
     one uniform draw), shape (n,). k an integer: n rows of k stratified times each (the
     estimators: k times per example, one uniform draw per example), shape (n * k,), row-major.
     sampling: "uniform" (weight 1) or "gamma" (importance sampling in gamma); see the module doc.
+    rows (k None only): the times of a global batch of rows.total, at these rows (n = the rows').
     """
     if sampling not in TIME_SAMPLINGS:
         raise ValueError(f"time sampling must be one of {TIME_SAMPLINGS}, got {sampling!r}")
-    rows, cols = (1, n) if k is None else (n, k)
-    u = stratified_uniform(rows, cols, generator=generator, device=device, dtype=dtype).reshape(-1)
+    if rows is not None:
+        t, weight = draw_times(schedule, rows.total, k, sampling, generator=generator, device=device, dtype=dtype)
+        return rows.take(t), rows.take(weight)
+    n_rows, cols = (1, n) if k is None else (n, k)
+    u = stratified_uniform(n_rows, cols, generator=generator, device=device, dtype=dtype).reshape(-1)
     if sampling == "gamma":
         return gamma_uniform_times(schedule, u)
     return u, torch.ones_like(u)
@@ -81,13 +111,16 @@ def draw_steps(
     *,
     generator: torch.Generator | None = None,
     device=None,
+    rows: BatchRows | None = None,
 ) -> Tensor:
     """Steps i in 1..T (long, flat) for the discrete diffusion term T * KL_i or sum_i KL_i.
 
     k None: one independent uniform step per example (training), shape (n,). k an integer:
     k stratified steps per example, shape (n * k,); k >= T gives every step 1..T once per
-    example (the exact sum).
+    example (the exact sum). rows (k None only): a global batch's steps, at these rows.
     """
+    if rows is not None:
+        return rows.take(draw_steps(n_steps, rows.total, k, generator=generator, device=device))
     if k is None:
         return torch.randint(1, n_steps + 1, (n,), generator=generator, device=device)
     if k >= n_steps:

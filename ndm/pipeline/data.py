@@ -62,6 +62,7 @@ __all__ = [
     "extract_patches",
     "from_model_space",
     "load_dataset",
+    "load_split",
     "sample_checkerboard",
     "to_model_space",
 ]
@@ -141,3 +142,12 @@ def load_dataset(
         )
     return DATASETS[name](LoadRequest(None if root is None else Path(root), download, int(seed)), **options)
 
+
+def load_split(run: Any, split: str, n: int | None = None) -> tuple[Tensor, Any]:
+    """A split of a RunConfig's dataset in model space (first n examples: the same for every model)."""
+    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
+    raw = ds.test if split == "test" else ds.train
+    if n is not None:
+        raw = raw[:n]
+    x = to_model_space(raw, ds.levels) if ds.levels is not None else raw.float()
+    return x, ds

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ndm.pipeline.config import EvalConfig, RunConfig, resolve_eval_config
+from ndm.pipeline.data import load_split  # noqa: F401 - also imported from here by the codec and the report
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
 from ndm.pipeline.results import atomic_write, write_result_json
 from ndm.pipeline.train import load_trained_model
@@ -32,16 +33,6 @@ UNITS_DISCRETE = "bits/dim (discrete data)"
 UNITS_CONTINUOUS = "bits/dim of a continuous density"
 
 
-def load_split(run: RunConfig, split: str, n: int | None = None) -> tuple[Tensor, Any]:
-    """A split of the run's dataset in model space (first n examples: the same for every model)."""
-    from ndm.pipeline.data import load_dataset, to_model_space
-
-    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
-    raw = ds.test if split == "test" else ds.train
-    if n is not None:
-        raw = raw[:n]
-    x = to_model_space(raw, ds.levels) if ds.levels is not None else raw.float()
-    return x, ds
 
 
 def _run_identity(run: RunConfig) -> dict[str, Any]:
@@ -178,8 +169,13 @@ def sample_grid(
     *,
     device: str = "cpu",
     progress: bool = True,
+    shard: int = 0,
+    shards: int = 1,
 ) -> list[Path]:
     """Samples of one model with one sampler at every configured step count.
+
+    shard/shards: this job draws shard `shard` of `shards` (eval.sample_shards): its share of
+    n_samples from its own noise stream (ndm/pipeline/shards.py); merged before the FD.
 
     Files: out_dir/steps<N>.npz with `samples` (uint8 levels for discrete data, float32
     otherwise), nfe, nfe_F, flops_per_sample (ndm.estimators.flops), seconds, time_grid (eval.time_grid). The noise generator is
@@ -188,20 +184,22 @@ def sample_grid(
     """
     from ndm.estimators.flops import sampling_flops
     from ndm.estimators.sampling import SamplerSettings, sample
+    from ndm.pipeline.shards import noise_seed, shard_size
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
+    n_samples = shard_size(ev.n_samples, shard, shards)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     records: list[dict[str, Any]] = []
     flops_cache: dict = {}
     for steps in sample_steps_for(ev, sampler):
-        gen = torch.Generator(device=device).manual_seed(run.seed * 100_003 + steps)
+        gen = torch.Generator(device=device).manual_seed(noise_seed(run.seed, steps, shard))
         settings = SamplerSettings(
             sampler, None if sampler == "ode-adaptive" else steps, time_grid=ev.time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol
         )
-        res = sample(model, ev.n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
+        res = sample(model, n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
@@ -225,7 +223,7 @@ def sample_grid(
         written.append(path)
         records.append({"file": str(path), "steps": steps, "time_grid": ev.time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "flops_per_sample": flops, "seconds": round(res.seconds, 3)})
     # The manifest is the job's declared output, written last: its presence means every file is there.
-    write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": ev.time_grid, "n_samples": ev.n_samples, "files": [str(p) for p in written], "records": records})
+    write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": ev.time_grid, "n_samples": n_samples, **({"shard": shard, "shards": shards} if shards > 1 else {}), "files": [str(p) for p in written], "records": records})
     return written
 
 

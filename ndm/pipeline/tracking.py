@@ -28,7 +28,7 @@ from typing import Any
 # The layer is split by job (the store and its retries, the journal, provenance, the replay);
 # this module holds the recorder and re-exports the whole API, so callers import one module.
 from ndm.pipeline.provenance import config_hash, provenance, provenance_tags
-from ndm.pipeline.tracking_journal import JOURNAL_FORMAT, Journal, _now_ms, journal_summary, read_journal
+from ndm.pipeline.tracking_journal import JOURNAL_FORMAT, Journal, _now_ms, journal_summary, process_start_ms, read_journal
 from ndm.pipeline.tracking_store import (
     DEFAULT_ARTIFACT_DIR,
     DEFAULT_DB_NAME,
@@ -39,6 +39,8 @@ from ndm.pipeline.tracking_store import (
     MAX_TAGS_PER_BATCH,
     RETRY_LOCKED,
     RETRY_NETWORK,
+    EXPERIMENT_KIND,
+    TAG_EXPERIMENT_KIND,
     TAG_JOURNAL_ID,
     TAG_SYNCED,
     _chunks,
@@ -55,12 +57,14 @@ from ndm.pipeline.tracking_sync import sync_journal
 __all__ = [
     "DEFAULT_ARTIFACT_DIR",
     "DEFAULT_DB_NAME",
+    "EXPERIMENT_KIND",
     "HTTP_LIMITS",
     "JOURNAL_FORMAT",
     "Journal",
     "RETRY_LOCKED",
     "RETRY_NETWORK",
     "RunRecorder",
+    "TAG_EXPERIMENT_KIND",
     "TAG_JOURNAL_ID",
     "TAG_SYNCED",
     "TrackingUnavailableWarning",
@@ -70,6 +74,7 @@ __all__ = [
     "init_store",
     "is_sqlite",
     "journal_summary",
+    "process_start_ms",
     "provenance",
     "provenance_tags",
     "read_journal",
@@ -121,8 +126,11 @@ class RunRecorder:
                  artifact_root: str | Path | None = None,
                  provenance_info: Mapping[str, Any] | None = None,
                  flush_every: int = 500, flush_seconds: float = 30.0, fsync: bool = True,
-                 offline: bool = False) -> None:
+                 offline: bool = False, start_time_ms: int | None = None) -> None:
         self.uri = uri
+        # The run's start time (ms since the epoch): the job's real start when the caller
+        # knows it (job_recorder: the process start), else when start() is called.
+        self.start_time_ms = start_time_ms
         self.experiment = experiment
         self.run_name = run_name
         prov = provenance_info if provenance_info is not None else provenance()
@@ -160,11 +168,12 @@ class RunRecorder:
         if self._journal is not None:
             return self
         self._journal = Journal(self.journal_path, fsync=self._fsync)
-        start_ms = _now_ms()
+        opened_ms = _now_ms()
+        start_ms = min(self.start_time_ms, opened_ms) if self.start_time_ms is not None else opened_ms
         self._journal.append({
             "type": "start", "format": JOURNAL_FORMAT, "journal_id": self.journal_id,
             "experiment": self.experiment, "run_name": self.run_name, "uri": self.uri,
-            "artifact_root": self.artifact_root, "time_ms": start_ms,
+            "artifact_root": self.artifact_root, "time_ms": start_ms, "opened_ms": opened_ms,
             "tags": self.tags, "params": self.params,
         })
         self._mlflow(lambda: self._create_run(start_ms))

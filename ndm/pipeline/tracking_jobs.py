@@ -156,6 +156,7 @@ def job_recorder(
         journal_path=journal_path,
         provenance_info=job_provenance(device_label(run)),
         offline=deferred,
+        start_time_ms=tracking.process_start_ms(),  # the job's real start (the MLflow run's start_time)
     )
     recorder.start()
     try:

@@ -17,6 +17,22 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def process_start_ms(pid: int | str = "self") -> int | None:
+    """When a process started (ms since the epoch, about 10 ms resolution), or None off Linux.
+
+    A job's MLflow run starts here, not when the job opens its recorder: an evaluation job
+    opens it after its work, and a deferred run would otherwise last a few ms (docs/tracking.md).
+    /proc/<pid>/stat field 22 is the start in clock ticks after boot; /proc/stat's btime the boot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name: 3, 4, ...; 22 is index 19
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+        return int((btime + ticks / os.sysconf("SC_CLK_TCK")) * 1000)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 class Journal:
     """Append-only JSONL file; each record is flushed and fsync'd before MLflow sees it."""
 

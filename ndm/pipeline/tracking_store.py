@@ -18,6 +18,11 @@ T = TypeVar("T")
 
 TAG_JOURNAL_ID = "ndm.journal_id"
 TAG_SYNCED = "ndm.journal_complete"  # set last: the MLflow run holds the whole journal
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses, and an experiment
+# of training runs may open on the empty GenAI overview. The tag and value are the ones the
+# installed UI defines (mlflow 3.17: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT); MLflow 2 ignores it.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 DEFAULT_DB_NAME = "mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 
@@ -168,9 +173,11 @@ def _get_or_create_experiment(client: Any, name: str, artifact_root: str | None)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if TAG_EXPERIMENT_KIND not in (exp.tags or {}):  # a store made before the tag: set it, never override a user's kind
+            client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return str(exp.experiment_id)
     try:
-        return str(client.create_experiment(name, artifact_location=artifact_root))
+        return str(client.create_experiment(name, artifact_location=artifact_root, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}))
     except Exception as exc:  # created by a concurrent job (server stores): use theirs
         if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc):
             raise

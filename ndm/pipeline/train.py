@@ -14,6 +14,9 @@ every checkpoint, so a killed and resumed run takes bit-for-bit the same steps.
 one step (`train_step`), a log line every train.log_every steps (`MetricsLog`, whose numbers
 `step_metrics` and `log_record` gather), a checkpoint every train.checkpoint_every steps
 (`save_checkpoint`), and finish (`finish`: model.pt, then train_summary.json).
+
+Launched as N processes (torchrun, srun), each trains on its slice of the same global batch
+and rank 0 alone writes these files (ndm.pipeline.distributed).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ndm.model.diffusion import DiffusionModel, bits_per_dim
 from ndm.model.variants import build_model
 from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from ndm.pipeline.config import ConfigError, RunConfig, run_config_from_dict
+from ndm.pipeline.distributed import World, average_gradients, average_metrics_and_stop, barrier, device_for, process_group, world_from_env
 from ndm.pipeline.errors import Preempted, TrainingDiverged
 from ndm.pipeline.results import atomic_torch_save, remove_stale_temporaries
 from ndm.pipeline.train_state import Recorder, TrainState, build_state, resume, save_checkpoint
@@ -148,18 +152,24 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu", ema
 # --------------------------------------------------------------------------------------------
 
 
-def train_step(state: TrainState, x_train: Tensor, run: RunConfig) -> dict[str, Tensor]:
-    """One optimizer step on a random batch and the EMA update; returns `step_metrics`."""
+def train_step(state: TrainState, x_train: Tensor, run: RunConfig, world: World = World()) -> dict[str, Tensor]:
+    """One optimizer step on a random batch and the EMA update; returns `step_metrics`.
+
+    With N processes: this process's rows of the global batch, gradients averaged over all.
+    """
     tc = run.train
     idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=state.data_gen)
+    rows = world.rows(tc.batch_size) if world.parallel else None
+    idx = idx if rows is None else rows.take(idx)
     # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
     idx = idx.pin_memory().to(state.device, non_blocking=True) if state.device.type == "cuda" else idx.to(state.device)
     for group in state.opt.param_groups:
         group["lr"] = lr_at(state.step, run)
     n_steps = None if tc.loss == "continuous" else tc.loss_steps
-    loss, terms = state.model.training_loss(x_train[idx], n_steps, tc.time_sampling)
+    loss, terms = state.model.training_loss(x_train[idx], n_steps, tc.time_sampling, rows)
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(state.params, world)
     grad_norm = nn.utils.clip_grad_norm_(state.params, tc.grad_clip if tc.grad_clip else float("inf"))
     state.opt.step()
     with torch.no_grad():
@@ -217,7 +227,7 @@ class MetricsLog:
             self.recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=state.step)
         self.bar.set_postfix(bpd=f"{record['loss_bpd']:.3f}")
         state.interval, state.interval_count = {}, 0
-        self.last_time, self.last_step = now, state.step
+        self.last_time, self.last_step = time.time(), state.step  # the curve's evaluation is not training time
         return record["loss_bpd"]
 
 
@@ -295,9 +305,18 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    tc, world = run.train, world_from_env()
+    world.rows(tc.batch_size)  # a batch that does not split over the processes: fail before any work
+    device = device_for(world, pick_device(tc.device))
+    with process_group(world, device):
+        return _train(run, out, world, device, recorder if world.main else None, progress and world.main, stop_after, data)
+
+
+def _train(run: RunConfig, out: Path, world: World, device: torch.device, recorder: Recorder | None, progress: bool, stop_after: int | None, data: Any) -> TrainResult:
+    """`train` in one process of `world` (rank 0 writes every file)."""
     tc = run.train
-    device = pick_device(tc.device)
+    if world.main:
+        remove_stale_temporaries(out)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(run.seed)
@@ -306,7 +325,7 @@ def train(
     x_train = x_train.to(device)
     state = build_state(run, event_shape, levels, device, data_gen)
     meta = model_metadata(run, event_shape, levels)
-    final_loss = resume(state, run, out / CHECKPOINT, out / METRICS, recorder)
+    final_loss = resume(state, run, out / CHECKPOINT, out / METRICS if world.main else None, recorder)
     resumed_from, t_start = state.step, time.time()
     guard = NonFiniteGuard(device)
 
@@ -317,27 +336,36 @@ def train(
     bar = tqdm(total=tc.steps, initial=state.step, desc=f"train {run.dataset}/{run.model_name}", file=sys.stderr, dynamic_ncols=True, mininterval=2.0, disable=not progress)
     with preemption_signals() as sig, bar:
         flops = training_flops_per_step(state.model, x_train, tc.batch_size, None if tc.loss == "continuous" else tc.loss_steps, tc.time_sampling)
-        log = MetricsLog(out / METRICS, recorder, bar, state.step, probe=x_train[:OFFSET_PROBE], curve=TestCurve.for_run(run, device), flops_per_step=flops)
+        log = MetricsLog(out / METRICS, recorder, bar, state.step, probe=x_train[:OFFSET_PROBE], curve=TestCurve.for_run(run, device), flops_per_step=flops) if world.main else None
         while state.step < tc.steps:
-            metrics = train_step(state, x_train, run)
+            metrics = train_step(state, x_train, run, world)
+            # N processes: the global batch's metrics, and a signal to any process stops all
+            metrics, stop = average_metrics_and_stop(metrics, sig["signal"] is not None, world)
             guard.record(metrics["loss_bpd"], state.step)
             state.add_to_interval(metrics)
             bar.update(1)
             done = state.step >= tc.steps
             if state.step % tc.log_every == 0 or done:
                 guard.check(run, out)
-                final_loss = log.append(state, run, done)
-            preempted = sig["signal"] is not None
+                if log is not None:
+                    final_loss = log.append(state, run, done)
+                else:
+                    state.interval, state.interval_count = {}, 0
+            preempted = stop if world.parallel else sig["signal"] is not None
             paused = stop_after is not None and state.step - resumed_from >= stop_after
             if state.step % tc.checkpoint_every == 0 or done or preempted or paused:
                 guard.check(run, out)
-                save_checkpoint(state, meta, out / CHECKPOINT)
+                if world.main:
+                    save_checkpoint(state, meta, out / CHECKPOINT)
             if preempted:
-                raise Preempted(f"signal {sig['signal']} at step {state.step}: checkpoint written to {out / CHECKPOINT}; rerun to resume")
+                barrier(world)  # rank 0's checkpoint is on disk before any process exits
+                raise Preempted(f"signal {sig['signal'] or 'to another process'} at step {state.step}: checkpoint written to {out / CHECKPOINT}; rerun to resume")
             if paused and not done:
                 return result()
     finished = result()
-    finish(state, run, out, meta, data_info, finished, recorder)
+    if world.main:
+        finish(state, run, out, meta, data_info, finished, recorder)
+    barrier(world)
     return finished
 
 

@@ -37,7 +37,7 @@ class TestCurve:
         tc = run.train
         if not tc.eval_every:
             return None
-        from ndm.pipeline.evaluate import load_split
+        from ndm.pipeline.data import load_split
 
         x_test, _ = load_split(run, "test", tc.eval_examples)
         return cls(x_test.to(device), tc.eval_time_samples, run.seed + CURVE_SEED_OFFSET)

@@ -77,16 +77,18 @@ def build_state(run: RunConfig, event_shape: tuple[int, ...], levels: int | None
     return TrainState(model, ema, opt, data_gen, device)
 
 
-def resume(state: TrainState, run: RunConfig, ckpt_path: Path, metrics_path: Path, recorder: Recorder | None) -> float:
+def resume(state: TrainState, run: RunConfig, ckpt_path: Path, metrics_path: Path | None, recorder: Recorder | None) -> float:
     """Load the checkpoint into `state` if there is one; return the last logged loss (or NaN).
 
     The curve past the checkpoint is dropped (those steps are redone) and the rest is replayed
     to the recorder, so a resumed job's MLflow run holds the whole curve. Without a checkpoint
     this is a fresh start, and a curve left by an earlier, abandoned run is deleted.
+    metrics_path None: leave the curve alone (the processes of data-parallel training but rank 0).
     """
     last_loss = float("nan")
     if not ckpt_path.exists():
-        metrics_path.unlink(missing_ok=True)
+        if metrics_path is not None:
+            metrics_path.unlink(missing_ok=True)
         return last_loss
     ckpt = load_checkpoint(ckpt_path, expected_kind="train", expected_variant=run.model_name, expected_config_hash=run.hash())
     state.model.load_state_dict(ckpt["model"])
@@ -96,7 +98,7 @@ def resume(state: TrainState, run: RunConfig, ckpt_path: Path, metrics_path: Pat
     state.step = int(ckpt["step"])
     state.interval = {k: v.to(state.device) for k, v in ckpt.get("log_interval", {}).items()}
     state.interval_count = int(ckpt.get("log_interval_count", 0))
-    for record in _truncate_metrics(metrics_path, state.step):
+    for record in _truncate_metrics(metrics_path, state.step) if metrics_path is not None else []:
         last_loss = record.get("loss_bpd", last_loss)  # a finished run's rerun reports it again
         if recorder is not None:
             recorder.log_metrics({k: v for k, v in record.items() if k != "step"}, step=record.get("step"))

@@ -126,7 +126,8 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     errors: list[str] = []
     # The gauge split of every learned F: one pass over the models serves the table and the figures.
     gauge_data = gauge_frame(res, errors)
-    written += write_table(gauge_table(gauge_data, res), out / "tables")
+    gauge_tab = gauge_table(gauge_data, res)
+    written += write_table(gauge_tab, out / "tables")
     compression = compression_table(results, pub)
     written += write_table(compression, out / "tables")
     units = _units(res)
@@ -144,8 +145,10 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
 
     answers = answer(comp.data, res.datasets)
     from ndm.report.readme import write_readme
+    from ndm.report.reviewer import reviewer_lines
 
-    written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data))
+    reviewer = reviewer_lines(res, config, few.data, comp.data, gauge_comp.data, gauge_tab.data, convergence.data)
+    written.append(write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data, reviewer=reviewer))
     return {
         "out": str(out),
         "files": len(written),

@@ -172,7 +172,7 @@ def best_sampler_table(few: pd.DataFrame, variants: list[str] | None = None) -> 
 def default_baselines(variants: list[str]) -> list[str]:
     """NDM's baselines among `variants`: ddpm, vdm, vdm-fixed and their tagged copies
     (ddpm@params, vdm@params: NDM's parameter count), in the order of BASELINES."""
-    return [v for b in BASELINES for v in variants if base_variant(v) == b]
+    return [v for b in BASELINES for v in sorted(variants, key=lambda v: (v != base_variant(v), v)) if base_variant(v) == b]
 
 
 def empty_comparison(name: str) -> Table:

@@ -46,6 +46,33 @@ def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dic
     return out
 
 
+def run_time_lines(results: Path) -> list[str]:
+    """The run's measured wall time (wall_time.json, written by the command that ran the DAG)
+    and the job-seconds per rule from Snakemake's benchmark files."""
+    import json
+
+    lines = []
+    wall = results / "wall_time.json"
+    if wall.exists():
+        try:
+            w = json.loads(wall.read_text())
+            lines.append(f"Measured wall time of the whole DAG: {w['wall_s'] / 60:.1f} min ({w['wall_s']:.0f} s, {w.get('cores', '?')} cores, {w.get('started', '')} to {w.get('ended', '')}, {w.get('host', '')}).")
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    per_rule: dict[str, list[float]] = {}
+    for tsv in sorted((results / "benchmarks").glob("*/*.tsv")):
+        try:
+            last = tsv.read_text().strip().splitlines()[-1].split("\t")
+            per_rule.setdefault(tsv.parent.name, []).append(float(last[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    if per_rule:
+        total = sum(sum(v) for v in per_rule.values())
+        parts = ", ".join(f"{rule} {sum(v):.0f} s ({len(v)} jobs)" for rule, v in sorted(per_rule.items(), key=lambda kv: -sum(kv[1])))
+        lines.append(f"Job seconds by rule (Snakemake benchmarks, {total:.0f} s in all): {parts}.")
+    return (["## Run time", "", *lines, ""]) if lines else []
+
+
 def _run_summary(res: Results) -> tuple[int, int]:
     done = 0
     for d, v, s in res.expected_runs:
@@ -97,6 +124,7 @@ def write_readme(
     published: pd.DataFrame | None,
     results_label: str,
     claims: pd.DataFrame | None = None,
+    reviewer: list[str] | None = None,
 ) -> Path:
     done, total = _run_summary(res)
     partial = done < total or bool(res.missing)
@@ -127,6 +155,8 @@ def write_readme(
         lines += [f"**{d}.** " + _scale_line(res, d), ""]
         lines += [f"- {a}" for a in answers[d]]
         lines.append("")
+    lines += reviewer or []
+    lines += run_time_lines(res.root)
     lines += _claims_lines(claims)
     lines += ["## Tables", "", "Each as CSV (numbers), Markdown and LaTeX (formatted) under `tables/`.", ""]
     for name in tables:

@@ -2,6 +2,7 @@
 # every job's config at DAG build time (a typo fails here, naming the key, before any job).
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -87,6 +88,45 @@ def res(dataset, stage, key, default):
     merged = {**(config.get("defaults", {}).get("resources", {}).get(stage, {}) or {})}
     merged.update(((config["datasets"][dataset] or {}).get("resources", {}) or {}).get(stage, {}) or {})
     return merged.get(key, default)
+
+
+# Data-parallel training (workflow/rules/train.smk, docs/slurm.md): N processes per train job.
+def train_processes(dataset):
+    return max(1, int(res(dataset, "train", "gpu", 0)), int(res(dataset, "train", "tasks", 1)))
+
+
+def train_launcher(dataset):
+    """`ndm` for one process, torchrun over N processes otherwise (same interpreter)."""
+    n = train_processes(dataset)
+    if n == 1:
+        return f"exec {NDM}"
+    torchrun = NDM.replace(" -m ndm", f" -m torch.distributed.run --standalone --nproc_per_node {n} -m ndm")
+    return f"trap '' USR1; exec {torchrun}"
+
+
+# Sharded sampling (workflow/rules/evaluate.smk, ndm/pipeline/shards.py).
+def shards(dataset):
+    return eval_cfg(dataset).sample_shards
+
+
+def sample_manifests(d, variant_seed, sampler):
+    """The manifests the evaluate_samples job of one sampler reads: one, or one per shard."""
+    base = f"{RESULTS}/{d}/{variant_seed}/samples/{sampler}"
+    k = shards(d)
+    return [f"{base}/manifest.json"] if k == 1 else [f"{base}/shard{i}/manifest.json" for i in range(k)]
+
+
+def evaluate_samples_outputs(d):
+    """fid/<sampler>.json per sampler; sharded, also the merged samples/<sampler>/manifest.json
+    (+ steps<N>.npz), the layout of an unsharded job, for the report and the figures."""
+    files = [f"{RESULTS}/{d}/{{variant}}/seed{{seed}}/fid/{s}.json" for s in samplers(d)]
+    if shards(d) > 1:
+        files.extend(f"{RESULTS}/{d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(d))
+    return files
+
+
+def evaluate_samples_args(d):
+    return f"{_fd_args(d)} --shards {shards(d)}" if shards(d) > 1 else _fd_args(d)
 
 
 def signal_lead_seconds(dataset):

@@ -32,7 +32,11 @@ rule evaluate_likelihood:
 
 # Samples per (model, sampler) at every step count; a dataset with eval.sample_jobs: per_model
 # gets one job per model for all its samplers instead (declared per dataset, below).
-PER_SAMPLER_DATASETS = [d for d in DATASETS if eval_cfg(d).sample_jobs == "per_sampler"] or ["(none)"]
+# eval.sample_shards: K > 1 splits each of these jobs into K shard jobs (shard<k>/ directories,
+# ndm/pipeline/shards.py): per (model, sampler), or per model with per_model (each shard job
+# then draws its share of every sampler). evaluate_samples merges the shards.
+PER_SAMPLER_DATASETS = [d for d in DATASETS if eval_cfg(d).sample_jobs == "per_sampler" and shards(d) == 1] or ["(none)"]
+SHARDED_DATASETS = [d for d in DATASETS if eval_cfg(d).sample_jobs == "per_sampler" and shards(d) > 1] or ["(none)"]
 
 
 rule sample_grid:
@@ -65,9 +69,48 @@ rule sample_grid:
         "--out-dir {params.out_dir} --threads {threads} --no-progress > {log} 2>&1"
 
 
+# Shard k of K of a (model, sampler) sample set (eval.sample_shards > 1, per_sampler).
+rule sample_shard:
+    input:
+        f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/model.pt",
+    output:
+        f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/samples/{{sampler}}/shard{{shard}}/manifest.json",
+    params:
+        config=CONFIG_PATH,
+        ndm=NDM,
+        out_dir=lambda wc: f"{model_dir(wc.dataset, wc.variant, wc.seed)}/samples/{wc.sampler}/shard{wc.shard}",
+        shards=lambda wc: shards(wc.dataset),
+        eval_hash=lambda wc: eval_hash(wc.dataset),
+    wildcard_constraints:
+        dataset="|".join(SHARDED_DATASETS),
+        seed=r"\d+",
+        shard=r"\d+",
+        sampler="|".join(re.escape(s) for s in SAMPLERS),
+    benchmark:
+        f"{RESULTS}/benchmarks/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}_shard{{shard}}.tsv"
+    log:
+        f"{RESULTS}/logs/sample_grid/{{dataset}}_{{variant}}_seed{{seed}}_{{sampler}}_shard{{shard}}.log",
+    conda:
+        "../../environment.yml"
+    threads: lambda wc: res(wc.dataset, "sample", "threads", 1)
+    resources:
+        mem_mb=lambda wc: res(wc.dataset, "sample", "mem_mb", 4000),
+        runtime=lambda wc: res(wc.dataset, "sample", "runtime", 60),
+        gpu=lambda wc: res(wc.dataset, "sample", "gpu", 0),
+    shell:
+        "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {wildcards.sampler} "
+        "--out-dir {params.out_dir} --shard {wildcards.shard} --shards {params.shards} "
+        "--threads {threads} --no-progress > {log} 2>&1"
+
+
 for _d in DATASETS:
     if eval_cfg(_d).sample_jobs != "per_model":
         continue
+    # Sharded per_model: shard<k> of every sampler in one job (the wildcard `shard`); else none.
+    # K = 1 keeps the rule's shell text and params as they were (Snakemake's code and params
+    # rerun triggers would otherwise rerun every existing sampling job).
+    _sd = f"{os.sep}shard{{shard}}" if shards(_d) > 1 else ""
+    _shard_cli = f" --shard {{wildcards.shard}} --shards {shards(_d)}" if shards(_d) > 1 else ""
 
     rule:
         name:
@@ -75,19 +118,20 @@ for _d in DATASETS:
         input:
             f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/model.pt",
         output:
-            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(_d)],
+            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}{_sd}/manifest.json" for s in samplers(_d)],
         params:
             config=CONFIG_PATH,
             ndm=NDM,
             samplers=" ".join(samplers(_d)),
-            out_dirs=lambda wc, _d=_d: " ".join(f"{model_dir(_d, wc.variant, wc.seed)}/samples/{s}" for s in samplers(_d)),
+            out_dirs=lambda wc, _d=_d, _sd=_sd: " ".join(f"{model_dir(_d, wc.variant, wc.seed)}/samples/{s}{_sd.replace('{shard}', str(getattr(wc, 'shard', '')))}" for s in samplers(_d)),
             eval_hash=lambda wc, _d=_d: eval_hash(_d),
         wildcard_constraints:
             seed=r"\d+",
+            shard=r"\d+",
         benchmark:
-            f"{RESULTS}/benchmarks/sample_grid/{_d}_{{variant}}_seed{{seed}}.tsv"
+            f"{RESULTS}/benchmarks/sample_grid/{_d}_{{variant}}_seed{{seed}}{_sd.replace(os.sep, '_')}.tsv"
         log:
-            f"{RESULTS}/logs/sample_grid/{_d}_{{variant}}_seed{{seed}}.log",
+            f"{RESULTS}/logs/sample_grid/{_d}_{{variant}}_seed{{seed}}{_sd.replace(os.sep, '_')}.log",
         conda:
             "../../environment.yml"
         threads: lambda wc, _d=_d: res(_d, "sample", "threads", 1)
@@ -97,28 +141,34 @@ for _d in DATASETS:
             gpu=lambda wc, _d=_d: res(_d, "sample", "gpu", 0),
         shell:
             "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {params.samplers} "
-            "--out-dir {params.out_dirs} --threads {threads} --no-progress > {log} 2>&1"
+            f"--out-dir {{params.out_dirs}}{_shard_cli} --threads {{threads}} --no-progress > {{log}} 2>&1"
 
 
 # One job per model scores every sampler's samples (the feature networks and reference stats
 # load once; per-(model, sampler) jobs spent most of their time starting up). The outputs are
 # one fid/<sampler>.json per sampler of the dataset, so the rule is declared per dataset.
 for _d in DATASETS:
+    # Sharded (K > 1): the job also merges the shards into the sampler directories; its --out
+    # names the fid files only. K = 1: the rule's outputs, params and shell text as they were.
+    _n = len(samplers(_d))
+    _fd_out = "{output}" if shards(_d) == 1 else " ".join(f"{{output[{i}]}}" for i in range(_n))
 
     rule:
         name:
             f"evaluate_samples_{_d}"
         input:
-            manifests=[f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(_d)],
+            manifests=[m for s in samplers(_d) for m in sample_manifests(_d, "{variant}/seed{seed}", s)],
             refs=[f"{RESULTS}/{_d}/ref_{f}.npz" for f in features(_d)],
             classifier=[f"{RESULTS}/{_d}/classifier.pt"] if "classifier" in features(_d) else [],
         output:
-            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/fid/{s}.json" for s in samplers(_d)],
+            # fid/<sampler>.json; sharded, then also the merged samples/<sampler>/manifest.json
+            # (+ steps<N>.npz), the layout of an unsharded job, for the report and the figures.
+            evaluate_samples_outputs(_d),
         params:
             config=CONFIG_PATH,
             ndm=NDM,
             dataset=_d,
-            args=lambda wc, _d=_d: _fd_args(_d),
+            args=lambda wc, _d=_d: evaluate_samples_args(_d),
             eval_hash=lambda wc, _d=_d: eval_hash(_d),
         wildcard_constraints:
             seed=r"\d+",
@@ -135,5 +185,5 @@ for _d in DATASETS:
             gpu=lambda wc, _d=_d: res(_d, "small", "gpu", 0),
         shell:
             "{params.ndm} evaluate-samples --config {params.config} --dataset {params.dataset} "
-            "--manifest {input.manifests} --out {output} "
+            f"--manifest {{input.manifests}} --out {_fd_out} "
             "{params.args} --threads {threads} > {log} 2>&1"

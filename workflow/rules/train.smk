@@ -1,6 +1,13 @@
 # Training stage: one job per (dataset, variant, seed). Jobs checkpoint and resume: a rerun
 # of a preempted or failed job (exit 75 after SIGTERM/SIGUSR1) continues from checkpoint.pt,
 # which Snakemake leaves in place because it is not a declared output.
+#
+# Data-parallel training (docs/slurm.md, "Data-parallel training"): with resources.train.gpu
+# N > 1 (one process per GPU) or resources.train.tasks N > 1 (CPU processes), the job runs
+# `torchrun --standalone --nproc_per_node N -m ndm train ...` inside its one allocation: the
+# SLURM plugin turns `gpu: N` into --gpus=N (the rule must not set the plugin's `tasks`, which
+# on a GPU job means --ntasks-per-gpu). `trap '' USR1`: torchrun's agent would die of SLURM's
+# SIGUSR1; ignoring it there leaves the workers, which install their own handler, to checkpoint.
 
 
 rule train:
@@ -11,7 +18,9 @@ rule train:
         summary=f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}/train_summary.json",
     params:
         config=CONFIG_PATH,
-        ndm=NDM,
+        launch=lambda wc: train_launcher(wc.dataset),
+        # torch threads per process: the job's threads shared by its processes
+        threads=lambda wc, threads: max(1, threads // train_processes(wc.dataset)),
         out=lambda wc: model_dir(wc.dataset, wc.variant, wc.seed),
         config_hash=lambda wc: run_hash(wc.dataset, wc.variant, wc.seed),
     wildcard_constraints:
@@ -34,5 +43,5 @@ rule train:
     shell:
         # exec: the signal reaches ndm without a shell dying first; >>: a resumed attempt
         # keeps the log of the preempted one.
-        "exec {params.ndm} train --config {params.config} --dataset {wildcards.dataset} --variant {wildcards.variant} "
-        "--seed {wildcards.seed} --out {params.out} --threads {threads} --no-progress >> {log} 2>&1"
+        "{params.launch} train --config {params.config} --dataset {wildcards.dataset} --variant {wildcards.variant} "
+        "--seed {wildcards.seed} --out {params.out} --threads {params.threads} --no-progress >> {log} 2>&1"
