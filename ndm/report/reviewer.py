@@ -137,8 +137,8 @@ def reviewer_lines(
                 if text:
                     lines.append(f"- **Few-step sample quality** ({metric}, each model at its best sampler per NFE) vs {base}: {text}")
             text = _describe(comp, d, base, "ancestral", NELBO_METRIC) if base in res.variants else None
-            if text:
-                lines.append(f"- **T-step NELBO** vs {base}: {text}")
+            if text:  # the NELBO rows' "NFE" is the number of steps T of the bound
+                lines.append(f"- **T-step NELBO** vs {base}: {text.replace('NFE', 'T')}")
         # 2. DDIM with fewer steps than training steps
         if metric and not few[(few["dataset"] == d) & (few["sampler"] == "ddim")].empty:
             nfe10 = _nearest_nfe(few, d, "ddim", 10)
@@ -202,17 +202,19 @@ def _gauge_lines(d: str, few: pd.DataFrame, gauge_comp: pd.DataFrame, gauge: pd.
                 out.append(f"- **Gauge fixed vs not** (ndm@gauge − ndm, {sampler}): {text}")
         text = _describe(sub, d, NDM, "ancestral", NELBO_METRIC, model="ndm@gauge")
         if text:
-            out.append(f"- **Gauge fixed vs not, T-step NELBO**: {text}")
+            out.append(f"- **Gauge fixed vs not, T-step NELBO**: {text.replace('NFE', 'T')}")
     if metric and not few.empty:
         nfe = _nearest_nfe(few, d, "ode-heun", 10)
         if nfe is not None:
             cells = {v: _cell(few, d, v, "ode-heun", metric, nfe) for v in ("ddpm", NDM, "ndm@gauge")}
+            gauge_run = cells["ndm@gauge"] != "—"
             out.append(
-                f"- **Where the ODE sampler stands at few steps** (ode-heun, NFE {int(nfe)}): "
+                f"- **The ODE sampler at few steps** (ode-heun, NFE {int(nfe)}): "
                 + ", ".join(f"{v} {c}" for v, c in cells.items() if c != "—")
-                + ". The paper's F is free to drift along an input-independent offset c(t) that the NELBO cannot see; alpha_t c'(t) then enters "
-                "the probability-flow drift and makes the ODE stiff, which fixed-step ODE solvers pay for at few steps (docs/math.md, "
-                "Gauge freedom of F); ndm@gauge removes the offset."
+                + ". What to read them against: the paper's F is free to drift along an input-independent offset c(t) the NELBO cannot see, "
+                "alpha_t c'(t) then enters the probability-flow drift, and a large, fast-varying offset makes the ODE stiff for fixed-step "
+                "solvers (docs/math.md, Gauge freedom of F); the offset's size is the line above"
+                + ("; ndm@gauge has none." if gauge_run else "; a config with ndm@gauge (configs/study.yaml) removes it and measures the effect.")
             )
     return out
 
