@@ -304,6 +304,16 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def model_name_error(name: Any) -> str | None:
+    """Why `name` is not a model name, in the user's terms (an unknown variant gets the closest
+    valid one); None when it is one."""
+    problem = model_name_problem(name)
+    if problem is None:
+        return None
+    base = base_variant(name) if isinstance(name, str) else name
+    return unknown_name("variant", base, VARIANTS) if base not in VARIANTS else problem
+
+
 def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> RunConfig:
     """The RunConfig of one (dataset, variant, seed) job from a pipeline config.
 
@@ -316,17 +326,13 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if dataset not in datasets:
         raise ConfigError(f"dataset {dataset!r} is not in the config's datasets: {sorted(datasets)}")
     base = base_variant(variant)
-    if base not in VARIANTS:
-        raise ConfigError(f"variants: {unknown_name('variant', base, VARIANTS)}")
-    if model_name_problem(variant) is not None:
-        raise ConfigError(f"variants: {model_name_problem(variant)}")
+    if model_name_error(variant) is not None:
+        raise ConfigError(f"variants: {model_name_error(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
     all_overrides = section.pop("variant_overrides", None) or {}
     for name in all_overrides:
-        if model_name_problem(name) is not None:
-            base_name = base_variant(name)
-            detail = unknown_name("variant", base_name, VARIANTS) if base_name not in VARIANTS else model_name_problem(name)
-            raise ConfigError(f"datasets.{dataset}.variant_overrides: {detail}")
+        if model_name_error(name) is not None:
+            raise ConfigError(f"datasets.{dataset}.variant_overrides: {model_name_error(name)}")
     # A tagged model ("ddpm@params") takes its variant's overrides, then its own.
     section = _merge(section, all_overrides.get(base) or {})
     if variant != base:

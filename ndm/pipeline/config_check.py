@@ -20,9 +20,7 @@ from typing import Any
 
 import yaml
 
-from ndm.model.specs import base_variant, model_name_problem
-from ndm.names import VARIANTS
-from ndm.pipeline.config import ConfigError, unknown_key, unknown_name
+from ndm.pipeline.config import ConfigError, model_name_error, unknown_key
 
 _BOOLEANS = {"true": True, "false": False}
 
@@ -104,11 +102,8 @@ def _check_variants(variants: Any) -> None:
     if not isinstance(variants, list) or not variants:
         raise ConfigError(f"variants must be a non-empty list of names, e.g. --config 'variants=[ddpm,ndm]'; got {variants!r}")
     for v in variants:
-        problem = model_name_problem(v)
-        if problem is not None:
-            base = base_variant(v) if isinstance(v, str) else v
-            detail = unknown_name("variant", base, VARIANTS) if base not in VARIANTS else problem
-            raise ConfigError(f"variants: {detail}")
+        if model_name_error(v) is not None:
+            raise ConfigError(f"variants: {model_name_error(v)}")
     repeated = sorted({v for v in variants if variants.count(v) > 1})
     if repeated:
         raise ConfigError(f"variants: {repeated[0]!r} appears more than once")
