@@ -14,7 +14,7 @@ import yaml
 from test_pipeline import REPO, snakemake, workdir_copy
 
 from ndm import names
-from ndm.pipeline.config import ConfigError
+from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_run_config
 from ndm.pipeline.config_check import check_pipeline_config, typed_overrides
 
 DEFAULT = yaml.safe_load((REPO / "configs/default.yaml").read_text())
@@ -42,9 +42,9 @@ def test_override_on_default_plans_the_trimmed_dag(tmp_path):
     rc, out, work = dry_run(tmp_path, "--config", "variants=[ddpm,ndm]")
     assert rc == 0, out[-3000:]
     counts = job_counts(out)
-    assert counts["train"] == 2 * len(DEFAULT["datasets"]) * len(DEFAULT["seeds"])
+    assert counts["train"] == 2 * sum(len(dataset_seeds(DEFAULT, d)) for d in DEFAULT["datasets"])
     for d in DEFAULT["datasets"]:
-        assert counts[f"sample_grid_{d}"] == 2 * len(DEFAULT["seeds"])
+        assert counts[f"sample_grid_{d}"] == 2 * len(dataset_seeds(DEFAULT, d))
     resolved = json.loads((work / DEFAULT["results"] / "config.resolved.json").read_text())
     assert resolved["variants"] == ["ddpm", "ndm"]
     assert resolved["experiment"] == DEFAULT["experiment"] and sorted(resolved["datasets"]) == sorted(DEFAULT["datasets"])
@@ -61,6 +61,22 @@ def test_override_merges_over_a_named_configfile(tmp_path):
     assert resolved["experiment"] == SMOKE["experiment"]
     assert sorted(resolved["datasets"]) == sorted(SMOKE["datasets"])  # not merged into the default's
     assert f"{SMOKE['results']}/digits/ddpm/seed1/model.pt" in out
+
+
+def test_dataset_seeds_add_runs_to_that_dataset_only(tmp_path):
+    """datasets.toy2d.seeds: [0, 1] over the global [0]: toy2d trains seeds 0 and 1, digits only 0."""
+    work = workdir_copy(tmp_path / "w")
+    config = {**SMOKE, "seeds": [0], "variants": ["ddpm", "ndm"]}
+    config["datasets"] = {**SMOKE["datasets"], "toy2d": {**SMOKE["datasets"]["toy2d"], "seeds": [0, 1]}}
+    (work / "configs/per_dataset_seeds.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(["-n", "all", "--configfile", "configs/per_dataset_seeds.yaml"], cwd=work, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    outputs = [f.strip() for line in out.splitlines() if line.strip().startswith("output:") for f in line.split(":", 1)[1].split(",")]
+    trained = {f for f in outputs if f.endswith("/model.pt")}  # the train jobs' outputs
+    runs = f"{SMOKE['results']}/{{}}/{{}}/seed{{}}/model.pt"
+    assert trained == {runs.format("toy2d", v, s) for v in ("ddpm", "ndm") for s in (0, 1)} | {runs.format("digits", v, 0) for v in ("ddpm", "ndm")}
+    assert job_counts(out)["train"] == 6 and job_counts(out)["evaluate_likelihood"] == 6
 
 
 def test_nested_override_changes_one_dataset_only(tmp_path):
@@ -85,6 +101,7 @@ BAD_OVERRIDES = [
     ("unknown feature space", "datasets={toy2d: {eval: {fid: {features: [dta]}}}}", ["'dta'", "did you mean 'data'", *names.FEATURE_SPACES]),
     ("unknown time grid", "defaults={eval: {time_grid: uniform-snr}}", ["'uniform-snr'", "did you mean 'uniform-logsnr'", *names.TIME_GRIDS]),
     ("unknown nested key", "datasets={digits: {resources: {train: {threadz: 2}}}}", ["resources.train.threadz", "did you mean 'threads'"]),
+    ("negative dataset seed", "datasets={toy2d: {seeds: [0,-1]}}", ["datasets.toy2d.seeds: -1 is negative", "integer >= 0"]),
 ]
 
 
@@ -134,6 +151,44 @@ def test_check_pipeline_config_names_the_problem(change, needle):
     config = {**DEFAULT, **change}
     with pytest.raises(ConfigError, match=needle):
         check_pipeline_config(config, SCHEMA)
+
+
+def _with_toy2d_seeds(seeds) -> dict:
+    return {**DEFAULT, "datasets": {**DEFAULT["datasets"], "toy2d": {**DEFAULT["datasets"]["toy2d"], "seeds": seeds}}}
+
+
+@pytest.mark.parametrize(
+    "seeds,needle",
+    [
+        ([], "datasets.toy2d.seeds must be a non-empty list of integers >= 0"),
+        (1, "datasets.toy2d.seeds must be a non-empty list of integers >= 0"),
+        ([0, -2], "datasets.toy2d.seeds: -2 is negative"),
+        ([0, "one"], "datasets.toy2d.seeds: 'one' is not an integer"),
+        ([True], "datasets.toy2d.seeds: True is not an integer"),
+        ([1, 0, 1], "datasets.toy2d.seeds: 1 appears more than once"),
+    ],
+)
+def test_dataset_seeds_are_checked_like_the_global_list(seeds, needle):
+    with pytest.raises(ConfigError, match=needle):
+        check_pipeline_config(_with_toy2d_seeds(seeds), SCHEMA)
+
+
+def test_dataset_seeds_key_is_accepted_and_replaces_the_global_list():
+    config = {**_with_toy2d_seeds([0, 1]), "seeds": [3]}
+    check_pipeline_config(config, SCHEMA)  # a known key at dataset level, not a typo
+    assert dataset_seeds(config, "toy2d") == [0, 1]
+    assert dataset_seeds(config, "digits") == [3]  # no own list: the global one
+    assert dataset_seeds({"datasets": {"toy2d": None}}, "toy2d") == [0]  # neither: seed 0
+    # The dataset's seeds choose runs, not how one trains: the run config ignores the key.
+    run = resolve_run_config(config, "toy2d", "ndm", 1)
+    assert run.seed == 1 and run.to_dict() == resolve_run_config(DEFAULT, "toy2d", "ndm", 1).to_dict()
+
+
+def test_seeds_in_a_variant_override_are_refused():
+    config = _with_toy2d_seeds([0, 1])
+    config["datasets"]["toy2d"] = {**config["datasets"]["toy2d"], "variant_overrides": {"ndm": {"seeds": [0, 1, 2]}}}
+    with pytest.raises(ConfigError, match=r"datasets.toy2d.variant_overrides.ndm.seeds: seeds are set per dataset"):
+        resolve_run_config(config, "toy2d", "ndm", 0)
 
 
 def test_missing_key_says_how_to_fix_it():

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ndm.pipeline.config import dataset_seeds
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 DEFERRED = ["--config", "tracking_mode=deferred"]
@@ -159,12 +161,13 @@ def test_default_dry_run_samples_once_per_model(tmp_path):
     default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
     assert default["defaults"]["eval"]["sample_jobs"] == "per_model"
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
-    n_models = len(default["variants"]) * len(default["seeds"])
-    assert counts["train"] == n_models * len(default["datasets"])
+    # A dataset's own seeds (datasets.<name>.seeds) replace the global list for it.
+    n_models = {d: len(default["variants"]) * len(dataset_seeds(default, d)) for d in default["datasets"]}
+    assert counts["train"] == sum(n_models.values())
     assert "sample_grid" not in counts
     for d in default["datasets"]:
-        assert counts[f"sample_grid_{d}"] == n_models
-        assert counts[f"evaluate_samples_{d}"] == n_models
+        assert counts[f"sample_grid_{d}"] == n_models[d]
+        assert counts[f"evaluate_samples_{d}"] == n_models[d]
     assert "--sampler ancestral ddim ode-heun sde-em" in out
     assert default["tracking_mode"] == "deferred" and counts["sync_tracking"] == 1  # one MLflow push at the end
     assert "tracking-sync --under results/default --summary" in out

@@ -55,6 +55,15 @@ def test_arithmetic_on_a_constructed_case():
     assert gpu_hours(3.6e15, 1.0) == pytest.approx(1.0)  # 1 TFLOP/s for an hour
 
 
+def test_a_dataset_s_own_seeds_count_in_its_rows():
+    """datasets.<name>.seeds replaces the global list for that dataset's GPU-hours."""
+    costs = ModelCosts(fwd=10.0, xhat=4.0)
+    _, model = count_model_costs(resolve_run_config(TINY, "toy2d", "ddpm", 0))
+    assert plan_row(TINY, "toy2d", "ddpm", adaptive_nfe=200, costs_model=(costs, model)).seeds == 2  # the global [0, 1]
+    own = {**TINY, "datasets": {"toy2d": {**TINY["datasets"]["toy2d"], "seeds": [0, 1, 2]}}}
+    assert plan_row(own, "toy2d", "ddpm", adaptive_nfe=200, costs_model=(costs, model)).seeds == 3
+
+
 def test_meta_device_count_equals_a_count_on_real_tensors():
     """The plan counts on the meta device (no weights, no data); the count is the real one."""
     from ndm.estimators.flops import count_flops

@@ -201,6 +201,31 @@ def test_ddpm_is_compared_at_its_published_T() -> None:
     assert t.loc[1000.0, "published_bpd"] == pytest.approx(3.70) and math.isnan(t.loc[math.inf, "published_bpd"])
 
 
+def test_collect_expects_each_dataset_its_own_seeds(tmp_path: Path) -> None:
+    """datasets.toy2d.seeds: [0, 1] over the global [0]: toy2d expects two seeds, digits one; a
+    digits seed1 directory is ignored, not read, and digits' seed 1 is never missing."""
+    from ndm.report.readme import _seeds_text
+
+    config = {"seeds": [0], "variants": ["ddpm"], "datasets": {"digits": None, "patches": None, "toy2d": {"seeds": [0, 1]}}}
+    nelbo = {"nelbo_continuous": {"bpd": 1.0, "bpd_stderr": 0.1, "n_examples": 10}, "units": "bits/dim"}
+    for d, s in [("digits", 0), ("digits", 1), ("patches", 0), ("toy2d", 0), ("toy2d", 1)]:
+        run = tmp_path / d / "ddpm" / f"seed{s}"
+        run.mkdir(parents=True)
+        (run / "train_summary.json").write_text(json.dumps({"steps": 10}))
+        (run / "likelihood.json").write_text(json.dumps(nelbo))
+    res = collect(config, tmp_path)
+    assert res.expected_runs == [("digits", "ddpm", 0), ("patches", "ddpm", 0), ("toy2d", "ddpm", 0), ("toy2d", "ddpm", 1)]
+    assert res.seeds == [0, 1] and res.seeds_of("digits") == [0] and res.seeds_of("toy2d") == [0, 1]
+    assert sorted(zip(res.train["dataset"], res.train["seed"])) == [("digits", 0), ("patches", 0), ("toy2d", 0), ("toy2d", 1)]
+    assert res.ignored == [str(tmp_path / "digits" / "ddpm" / "seed1")]
+    assert not [m for m in res.missing if "seed1" in m and "toy2d" not in m]
+    assert str(tmp_path / "toy2d" / "ddpm" / "seed1" / "model.pt") in res.missing
+    status = likelihood_table(res, config, load_published(PUBLISHED), data_names(config)).data.set_index("dataset")["status"]
+    assert status.to_dict() == {"digits": "complete", "patches": "complete", "toy2d": "complete"}
+    assert _seeds_text(res) == "0 (digits, patches); 0, 1 (toy2d)"
+    assert _seeds_text(collect({**config, "datasets": {"digits": None}}, tmp_path)) == "0"
+
+
 # --------------------------------------------------------------------- tables
 
 

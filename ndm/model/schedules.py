@@ -257,6 +257,12 @@ class LearnedSchedule(Schedule):
 
     def _interior(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """u(t) and u'(t)."""
+        if t.numel() > 1 and t.device.type == "cpu" and bool((t == t.reshape(-1)[0]).all()):
+            # Samplers pass one time for the whole batch: evaluate the n_features-wide network
+            # once, not once per example (on a CPU that was most of a sampler's time; on a GPU
+            # the full evaluation is cheap and this check would cost a host sync).
+            u, du = self._interior(t.reshape(-1)[:1])
+            return u.reshape([1] * t.dim()).expand(t.shape).clone(), du.reshape([1] * t.dim()).expand(t.shape).clone()
         ends = torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device)
         u_ends, _ = self._u_tilde_and_derivative(ends)
         span = u_ends[1] - u_ends[0]
@@ -331,5 +337,11 @@ def invert_gamma(schedule: Schedule, gamma_target: Tensor, grid_size: int = 257,
     t = lo + (target - g_lo) / (g_hi - g_lo) * (hi - lo)
     for _ in range(newton_steps):
         v = schedule.values(t)
-        t = torch.minimum(torch.maximum(t - (v.gamma - target) / v.dgamma, lo), hi)
+        t_next = torch.minimum(torch.maximum(t - (v.gamma - target) / v.dgamma, lo), hi)
+        # At an exact fixed point further steps change nothing: stopping there gives the same
+        # bits as all newton_steps (checked on the CPU only, where it saves a learned schedule's
+        # cost; on a GPU the comparison would cost a host sync per step).
+        if t.device.type == "cpu" and torch.equal(t_next, t):
+            break
+        t = t_next
     return t

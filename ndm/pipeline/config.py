@@ -314,6 +314,15 @@ def model_name_error(name: Any) -> str | None:
     return unknown_name("variant", base, VARIANTS) if base not in VARIANTS else problem
 
 
+def dataset_seeds(config: dict, dataset: str) -> list[int]:
+    """The training seeds of one dataset: its own `datasets.<name>.seeds`, else the global
+    `seeds` (else [0]). One cheap dataset can then run several seeds while the others run one;
+    the workflow, the report and `ndm plan` enumerate (dataset, variant, seed) runs through this."""
+    section = (config.get("datasets") or {}).get(dataset) or {}
+    own = section.get("seeds") if isinstance(section, dict) else None
+    return [int(s) for s in (own if own is not None else config.get("seeds") or [0])]
+
+
 def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> RunConfig:
     """The RunConfig of one (dataset, variant, seed) job from a pipeline config.
 
@@ -329,10 +338,15 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if model_name_error(variant) is not None:
         raise ConfigError(f"variants: {model_name_error(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
+    # The dataset's seeds pick which runs exist (dataset_seeds), not how one run trains.
+    section.pop("seeds", None)
     all_overrides = section.pop("variant_overrides", None) or {}
-    for name in all_overrides:
+    for name, override in all_overrides.items():
         if model_name_error(name) is not None:
             raise ConfigError(f"datasets.{dataset}.variant_overrides: {model_name_error(name)}")
+        if isinstance(override, dict) and "seeds" in override:
+            # Every variant of a dataset runs the same seeds, so that comparisons pair by seed.
+            raise ConfigError(f"datasets.{dataset}.variant_overrides.{name}.seeds: seeds are set per dataset (datasets.{dataset}.seeds), not per variant")
     # A tagged model ("ddpm@params") takes its variant's overrides, then its own.
     section = _merge(section, all_overrides.get(base) or {})
     if variant != base:
@@ -342,7 +356,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
     unknown = sorted(set(section) - {"data", "model", "train"})
     if unknown:
-        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "variant_overrides"]))
+        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
     model_dict["variant"] = base
     # A data section without a name loads the dataset its section is named after.
@@ -380,6 +394,7 @@ __all__ = [
     "ModelConfig",
     "NetworkConfig",
     "config_hash",
+    "dataset_seeds",
     "from_dict",
     "load_yaml",
     "resolve_run_config",

@@ -84,18 +84,26 @@ def _check_keys(value: Any, node: Mapping, schema: Mapping, where: str) -> None:
             _check_keys(sub, node["additionalProperties"], schema, child)
 
 
-def _check_seeds(seeds: Any) -> None:
-    example = "e.g. --config 'seeds=[0,1,2]'"
+def _check_seeds(seeds: Any, key: str = "seeds", example: str = "e.g. --config 'seeds=[0,1,2]'") -> None:
+    """A seed list (the global `seeds`, or a dataset's own under `key`): non-empty, integers >= 0, no repeats."""
     if not isinstance(seeds, list) or not seeds:
-        raise ConfigError(f"seeds must be a non-empty list of integers >= 0, {example}; got {seeds!r}")
+        raise ConfigError(f"{key} must be a non-empty list of integers >= 0, {example}; got {seeds!r}")
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, int):
-            raise ConfigError(f"seeds: {s!r} is not an integer; a seed is an integer >= 0, {example}")
+            raise ConfigError(f"{key}: {s!r} is not an integer; a seed is an integer >= 0, {example}")
         if s < 0:
-            raise ConfigError(f"seeds: {s} is negative; a seed is an integer >= 0 (it seeds the random generators), {example}")
+            raise ConfigError(f"{key}: {s} is negative; a seed is an integer >= 0 (it seeds the random generators), {example}")
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
-        raise ConfigError(f"seeds: {repeated[0]} appears more than once; each seed is one run of every model")
+        raise ConfigError(f"{key}: {repeated[0]} appears more than once; each seed is one run of every model")
+
+
+def _check_dataset_seeds(datasets: Mapping) -> None:
+    """A dataset's own `seeds` (replacing the global list for that dataset) gets the same checks."""
+    for name, section in datasets.items():
+        if isinstance(section, Mapping) and "seeds" in section:
+            example = f"e.g. --config 'datasets={{{name}: {{seeds: [0,1]}}}}'"
+            _check_seeds(section["seeds"], f"datasets.{name}.seeds", example)
 
 
 def _check_variants(variants: Any) -> None:
@@ -128,6 +136,7 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
     datasets = config["datasets"]
     if not isinstance(datasets, Mapping) or not datasets:
         raise ConfigError(f"datasets must be a non-empty mapping of dataset sections; got {datasets!r}")
+    _check_dataset_seeds(datasets)
 
 
 __all__ = ["check_pipeline_config", "typed_overrides"]

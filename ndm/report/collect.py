@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ndm.pipeline.config import ConfigError, resolve_eval_config
+from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config
 
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 
@@ -39,7 +39,7 @@ class Results:
     root: Path
     datasets: list[str]
     variants: list[str]
-    seeds: list[int]
+    seeds: list[int]  # every seed of any dataset, sorted
     train: pd.DataFrame
     curves: pd.DataFrame
     likelihood: pd.DataFrame
@@ -49,16 +49,24 @@ class Results:
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # A dataset's own seeds (datasets.<name>.seeds); a dataset not listed runs `seeds`.
+    seeds_by_dataset: dict[str, list[int]] = field(default_factory=dict)
 
     def run_dir(self, dataset: str, variant: str, seed: int) -> Path:
         return self.root / dataset / variant / f"seed{seed}"
 
+    def seeds_of(self, dataset: str) -> list[int]:
+        """The seeds the config asks for on one dataset."""
+        return self.seeds_by_dataset.get(dataset, self.seeds)
+
     @property
     def expected_runs(self) -> list[RunKey]:
-        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds]
+        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds_of(d)]
 
-    def seeds_expected(self) -> int:
-        return len(self.seeds)
+    def seeds_expected(self, dataset: str | None = None) -> int:
+        """Seeds a complete (dataset, variant) row has: the dataset's own count (a seed only
+        another dataset runs is not missing here); without a dataset, every seed."""
+        return len(self.seeds_of(dataset) if dataset is not None else self.seeds)
 
 
 def read_json(path: Path, unreadable: list[str] | None = None) -> dict[str, Any] | None:
@@ -79,11 +87,23 @@ def read_json(path: Path, unreadable: list[str] | None = None) -> dict[str, Any]
 
 
 def config_axes(config: dict) -> tuple[list[str], list[str], list[int]]:
-    """The (datasets, variants, seeds) a pipeline config asks for."""
+    """The (datasets, variants, seeds) a pipeline config asks for; seeds is the union over the
+    datasets (each dataset's own list is `config_seeds`)."""
     datasets = list((config.get("datasets") or {}).keys())
     variants = [str(v) for v in config.get("variants") or []]
-    seeds = [int(s) for s in config.get("seeds") or [0]]
+    seeds = sorted({s for d in datasets for s in dataset_seeds(config, d)}) or [int(s) for s in config.get("seeds") or [0]]
     return datasets, variants, seeds
+
+
+def config_seeds(config: dict) -> dict[str, list[int]]:
+    """Each dataset's seeds: its own datasets.<name>.seeds, else the global list."""
+    return {d: dataset_seeds(config, d) for d in (config.get("datasets") or {})}
+
+
+def config_runs(config: dict) -> list[RunKey]:
+    """Every (dataset, variant, seed) run the config asks for, with each dataset's own seeds."""
+    _, variants, _ = config_axes(config)
+    return [(d, v, s) for d, seeds in config_seeds(config).items() for v in variants for s in seeds]
 
 
 def samplers_of(config: dict, dataset: str) -> list[str]:
@@ -95,16 +115,12 @@ def samplers_of(config: dict, dataset: str) -> list[str]:
 
 def expected_files(config: dict, root: Path) -> list[Path]:
     """Every result file the report reads for this config."""
-    datasets, variants, seeds = config_axes(config)
-    files: list[Path] = []
-    for d in datasets:
-        files.append(root / d / "data.json")
-        for v in variants:
-            for s in seeds:
-                run = root / d / v / f"seed{s}"
-                files += [run / "train_summary.json", run / "metrics.jsonl", run / "model.pt", run / "likelihood.json"]
-                for sampler in samplers_of(config, d):
-                    files += [run / "fid" / f"{sampler}.json", run / "samples" / sampler / "manifest.json"]
+    files: list[Path] = [root / d / "data.json" for d in config_seeds(config)]
+    for d, v, s in config_runs(config):
+        run = root / d / v / f"seed{s}"
+        files += [run / "train_summary.json", run / "metrics.jsonl", run / "model.pt", run / "likelihood.json"]
+        for sampler in samplers_of(config, d):
+            files += [run / "fid" / f"{sampler}.json", run / "samples" / sampler / "manifest.json"]
     return files
 
 
@@ -185,6 +201,7 @@ def collect(config: dict, results: str | Path) -> Results:
     """Read every result file of the config's (dataset, variant, seed) runs that exists."""
     root = Path(results)
     datasets, variants, seeds = config_axes(config)
+    by_dataset = config_seeds(config)
     unreadable: list[str] = []
     train, curves, lik, fd = [], [], [], []
     data_info: dict[str, dict[str, Any]] = {}
@@ -194,7 +211,7 @@ def collect(config: dict, results: str | Path) -> Results:
         if info:
             data_info[d] = info
         for v in variants:
-            for s in seeds:
+            for s in by_dataset[d]:
                 key = (d, v, s)
                 run = root / d / v / f"seed{s}"
                 summary = read_json(run / "train_summary.json", unreadable)
@@ -229,16 +246,18 @@ def collect(config: dict, results: str | Path) -> Results:
         ode_skipped=ode_skipped,
         missing=missing,
         unreadable=sorted(set(unreadable)),
-        ignored=_ignored_runs(root, datasets, variants, seeds),
+        ignored=_ignored_runs(root, variants, by_dataset),
+        seeds_by_dataset=by_dataset,
     )
 
 
-def _ignored_runs(root: Path, datasets: list[str], variants: list[str], seeds: list[int]) -> list[str]:
-    """Run directories under results/ that the config does not ask for (left out of the tables)."""
+def _ignored_runs(root: Path, variants: list[str], seeds_by_dataset: dict[str, list[int]]) -> list[str]:
+    """Run directories under results/ that the config does not ask for (left out of the tables):
+    also a seed another dataset runs but this one does not."""
     out = []
     for summary in sorted(root.glob("*/*/seed*/train_summary.json")):
         run = summary.parent
         d, v, s = run.parent.parent.name, run.parent.name, run.name.removeprefix("seed")
-        if d not in datasets or v not in variants or not s.isdigit() or int(s) not in seeds:
+        if d not in seeds_by_dataset or v not in variants or not s.isdigit() or int(s) not in seeds_by_dataset[d]:
             out.append(str(run))
     return out

@@ -76,7 +76,7 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
             if v in learned_variants or model_name_problem(v) is not None:
                 continue
             try:
-                name, sched = _fixed_schedule(config, d, v, res.seeds[0])
+                name, sched = _fixed_schedule(config, d, v, res.seeds_of(d)[0])
             except Exception:  # noqa: BLE001 - a broken config section must not stop the report
                 continue
             if name in drawn or name == "learned":
@@ -85,7 +85,7 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
             (line,) = ax.plot(t, _gamma_curve(sched, t), color="0.3", linestyle=fixed_styles.get(name, "-"), linewidth=1.5, zorder=4)
             handles.setdefault(f"fixed: {name}", line)
         for v in learned_variants:
-            for s in res.seeds:
+            for s in res.seeds_of(d):
                 model_path = res.run_dir(d, v, s) / "model.pt"
                 if not model_path.exists():
                     missing.append(str(model_path))
@@ -122,7 +122,7 @@ def transform_variants(variants: list[str]) -> list[str]:
 def _first_model(res: Results, d: str, v: str):
     from ndm.pipeline.train import load_trained_model
 
-    for s in res.seeds:
+    for s in res.seeds_of(d):
         p = res.run_dir(d, v, s) / "model.pt"
         if p.exists():
             try:
@@ -243,7 +243,7 @@ def _transform_points(loaded: dict, x, dataset: str, path: Path) -> list[Path]:
 
 
 def _manifest_records(res: Results, d: str, v: str, sampler: str) -> tuple[int, list[dict]] | None:
-    for s in res.seeds:
+    for s in res.seeds_of(d):
         mpath = res.run_dir(d, v, s) / "samples" / sampler / "manifest.json"
         try:
             manifest = json.loads(mpath.read_text())
@@ -286,7 +286,7 @@ def _reference_points(res: Results, config: dict, d: str) -> np.ndarray | None:
     from ndm.pipeline.data import load_dataset
 
     try:
-        run = resolve_run_config(config, d, res.variants[0], res.seeds[0])
+        run = resolve_run_config(config, d, res.variants[0], res.seeds_of(d)[0])
         ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
         return ds.test[:TOY_POINTS].numpy()
     except Exception:  # noqa: BLE001

@@ -73,6 +73,16 @@ def run_time_lines(results: Path) -> list[str]:
     return (["## Run time", "", *lines, ""]) if lines else []
 
 
+def _seeds_text(res: Results) -> str:
+    """'0, 1', or per dataset when their seeds differ: '0 (digits, patches); 0, 1 (toy2d)'."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for d in res.datasets:
+        groups.setdefault(tuple(res.seeds_of(d)), []).append(d)
+    if len(groups) <= 1:
+        return ", ".join(map(str, res.seeds))
+    return "; ".join(f"{', '.join(map(str, seeds))} ({', '.join(names)})" for seeds, names in groups.items())
+
+
 def _run_summary(res: Results) -> tuple[int, int]:
     done = 0
     for d, v, s in res.expected_runs:
@@ -113,6 +123,23 @@ def _claims_lines(claims: pd.DataFrame | None) -> list[str]:
     return lines + [line + (f"; failing: {', '.join(failed)}." if failed else "."), ""]
 
 
+def _summary_lines(res: Results, summary: dict[str, list[str]]) -> list[str]:
+    """The answer first: three sentences per dataset (ndm.report.summary), the details below."""
+    if not summary:
+        return []
+    lines = [
+        "## The answer",
+        "",
+        "Differences are NDM − baseline (lower is better) with their 95% interval [in brackets], paired by training seed; "
+        "with one seed the interval is within-run noise, which leaves out training variance, and nothing is called better.",
+        "",
+    ]
+    for d in res.datasets:
+        if d in summary:
+            lines += [f"**{d}**", ""] + [f"- {sentence}" for sentence in summary[d]] + [""]
+    return lines
+
+
 def write_readme(
     out: Path,
     res: Results,
@@ -125,6 +152,7 @@ def write_readme(
     results_label: str,
     claims: pd.DataFrame | None = None,
     reviewer: list[str] | None = None,
+    summary: dict[str, list[str]] | None = None,
 ) -> Path:
     done, total = _run_summary(res)
     partial = done < total or bool(res.missing)
@@ -133,9 +161,12 @@ def write_readme(
         "",
         f"Results from `{results_label}`: {done} of {total} (dataset, variant, seed) runs have results"
         + (" — **PARTIAL**: missing files are listed at the end; tables keep their rows, marked `missing` or `partial`." if partial else "."),
-        f"Datasets: {', '.join(res.datasets)}. Variants: {', '.join(res.variants)}. Seeds: {', '.join(map(str, res.seeds))}.",
+        f"Datasets: {', '.join(res.datasets)}. Variants: {', '.join(res.variants)}. Seeds: {_seeds_text(res)}.",
         "Every number is a mean with its standard error: across seeds where there are several, else within the run.",
         "",
+    ]
+    lines += _summary_lines(res, summary or {})
+    lines += [
         "## The few-step question",
         "",
         "At which number of function evaluations (NFE) does NDM's advantage over DDPM and VDM disappear or reverse?",
