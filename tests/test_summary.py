@@ -12,7 +12,7 @@ from scipy import stats
 
 from ndm.report.collect import CURVE_COLUMNS, LIKELIHOOD_COLUMNS, Results
 from ndm.report.fewstep import COMPARISON_COLUMNS
-from ndm.report.summary import answer_summary, compute_sentence, few_step_sentence, likelihood_sentence
+from ndm.report.summary import answer_summary, compute_sentence, few_step_sentence, gauge_sentence, likelihood_sentence
 from ndm.report.verdicts import BEST, BETTER, TIE, WORSE
 
 WITHIN_SE = 0.001  # tiny within-run errors: a verdict must come from the seed spread
@@ -110,3 +110,19 @@ def test_summary_keeps_the_sentence_order() -> None:
     res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2]})
     out = answer_summary(res, _comparison([-3.0, -2.0, -1.0], [BETTER] * 3), pd.DataFrame())
     assert [s.split("**")[1] for s in out["toy"]] == ["Likelihood.", "Few-step sample quality."]
+
+
+def test_gauge_sentence_pairs_the_gauge_fixed_copy_with_ndm() -> None:
+    res = _results({"ndm": [1.0, 1.1, 1.05], "ndm@gauge": [1.0, 1.1, 1.06]})
+    gauge = pd.DataFrame([{"dataset": "toy", "variant": v, "t": 0.75, "offset_rms": x} for v, x in (("ndm", 6.44), ("ndm@gauge", 2.9e-4))])
+    comp = _comparison([-1000.0, 5.0, 1.0], [BETTER, TIE, TIE]).assign(baseline="ndm", sampler="ode-heun")
+    comp.loc[1, "nfe"] = 20.0  # NFE 2, 20, 100
+    text = gauge_sentence(res, comp, gauge, "toy")
+    assert "rms 6.44 for ndm and 0.00029 for ndm@gauge" in text
+    assert "test NELBO ndm@gauge − ndm +0.003 [" in text and "over 3 seeds (not significant)" in text
+    # NFE 10 and 20 both read the nearest NFE, 20; the verdicts list every NFE
+    assert "fd_data ndm@gauge − ndm, ode-heun: +5.000 [+4.000, +6.000] at NFE 20 (ndm@gauge better at NFE 2)" in text
+
+
+def test_no_gauge_sentence_without_the_gauge_fixed_copy() -> None:
+    assert gauge_sentence(_results({"ndm": [1.0, 1.1]}), pd.DataFrame(), pd.DataFrame(), "toy") is None

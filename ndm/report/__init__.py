@@ -150,7 +150,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     from ndm.report.summary import answer_summary
 
     reviewer = reviewer_lines(res, config, few.data, comp.data, gauge_comp.data, gauge_tab.data, convergence.data)
-    summary = answer_summary(res, comp.data, few.data)
+    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data)
     written.append(
         write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data, reviewer=reviewer, summary=summary)
     )

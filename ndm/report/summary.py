@@ -10,7 +10,9 @@ Each sentence is computed from the run's tables, so it changes when the results 
 3. compute: the test NELBO of NDM and DDPM at equal training FLOPs, paired by seed: NDM trained
    for DDPM's FLOPs (the variant ndm@compute) where the config has it, else read off each seed's
    test-NELBO curve at the cheaper full run's FLOPs; and NDM's network FLOPs per sample (x_hat
-   and F) over DDPM's at the same NFE.
+   and F) over DDPM's at the same NFE;
+4. gauge (configs with ndm@gauge): F's offset at t = 0.75 with and without the reference gauge,
+   the NELBO difference and the few-step FD difference (ODE, DDIM, best sampler) at NFE 10, 20.
 
 Verdicts follow ndm.report.verdicts: with one seed nothing is called better.
 """
@@ -30,6 +32,7 @@ from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, ONE_SEED, TIE, 
 LIKELIHOOD_BASELINES = ("ddpm", "vdm", "ddpm@params", "vdm@params")
 FEW_STEP_BASELINES = ("ddpm", "vdm")
 COMPUTE_MATCHED = "ndm@compute"  # NDM trained for DDPM's training FLOPs (configs/study.yaml)
+GAUGE_FIXED = "ndm@gauge"  # NDM with F in the reference gauge (docs/math.md)
 
 
 def _label(v: str, base: str) -> str:
@@ -182,16 +185,60 @@ def compute_sentence(res: Results, few: pd.DataFrame, dataset: str) -> str | Non
     return f"**Compute.** {joined[0].upper()}{joined[1:]}."
 
 
-def answer_summary(res: Results, comparison: pd.DataFrame, few: pd.DataFrame) -> dict[str, list[str]]:
-    """Per dataset, the three sentences that are there (empty when NDM has no results)."""
+def _offset_at(gauge: pd.DataFrame, dataset: str, variant: str, t: float = 0.75) -> str | None:
+    if gauge.empty:
+        return None
+    sel = gauge[(gauge["dataset"] == dataset) & (gauge["variant"] == variant) & np.isclose(gauge["t"].astype(float), t)]
+    return None if sel.empty else f"{float(sel['offset_rms'].iloc[0]):.3g}"  # offsets span 1e-4 to 30
+
+
+def gauge_sentence(res: Results, gauge_comparison: pd.DataFrame, gauge: pd.DataFrame, dataset: str) -> str | None:
+    """Sentence 4 (configs with a gauge-fixed copy): ndm@gauge − ndm in offset, NELBO and few-step FD."""
+    if GAUGE_FIXED not in res.variants:
+        return None
+    parts = []
+    off, off_fixed = _offset_at(gauge, dataset, NDM), _offset_at(gauge, dataset, GAUGE_FIXED)
+    if off and off_fixed:
+        parts.append(f"F's input-independent offset at t = 0.75 has rms {off} for ndm and {off_fixed} for {GAUGE_FIXED}")
+    n, diff, se, _source, _a, _b = paired_difference(_nelbo_by_seed(res, dataset, GAUGE_FIXED), _nelbo_by_seed(res, dataset, NDM))
+    if n:
+        lo, hi = interval(diff, se, n)
+        ci = f" [{fmt_diff(lo)}, {fmt_diff(hi)}]" if np.isfinite(lo) else ""
+        label = {BETTER: f"{GAUGE_FIXED} better", WORSE: "ndm better"}.get(verdict(diff, se, n), _label(verdict(diff, se, n), NDM))
+        parts.append(f"test NELBO {GAUGE_FIXED} − ndm {fmt_diff(diff)}{ci} bits/dim over {n} seed{'s' if n != 1 else ''} ({label})")
+    sub = gauge_comparison[(gauge_comparison["dataset"] == dataset) & (gauge_comparison["metric"] != NELBO_METRIC)] if not gauge_comparison.empty else gauge_comparison
+    for sampler in ("ode-heun", "ddim", BEST):
+        rows = sub[sub["sampler"] == sampler].sort_values("nfe") if not sub.empty else sub
+        if rows.empty:
+            continue
+        cells = [_at(rows, x) for x in (10.0, 20.0)]
+        judged = rows[rows["verdict"].isin([BETTER, WORSE])]
+        verdicts = ", ".join(f"{GAUGE_FIXED if r.verdict == BETTER else 'ndm'} better at NFE {int(r.nfe)}" for r in judged.itertuples()) or (
+            "one seed: not judged" if (rows["n_seeds"] < 2).all() else "no NFE significant"
+        )
+        parts.append(f"{rows['metric'].iloc[0]} {GAUGE_FIXED} − ndm, {sampler}: {', '.join(dict.fromkeys(cells))} ({verdicts})")
+    if not parts:
+        return None
+    joined = "; ".join(parts)
+    return f"**Gauge.** {joined[0].upper()}{joined[1:]}."
+
+
+def answer_summary(
+    res: Results, comparison: pd.DataFrame, few: pd.DataFrame, gauge_comparison: pd.DataFrame | None = None, gauge: pd.DataFrame | None = None
+) -> dict[str, list[str]]:
+    """Per dataset, the sentences that are there (empty when NDM has no results)."""
     out = {}
     if NDM not in res.variants:
         return out
     for d in res.datasets:
-        sentences = [s for s in (likelihood_sentence(res, d), few_step_sentence(comparison, d), compute_sentence(res, few, d)) if s]
+        sentences = [
+            likelihood_sentence(res, d), few_step_sentence(comparison, d), compute_sentence(res, few, d),
+            gauge_sentence(res, gauge_comparison if gauge_comparison is not None else pd.DataFrame(), gauge if gauge is not None else pd.DataFrame(), d),
+        ]  # fmt: skip
+        sentences = [s for s in sentences if s]
         if sentences:
             out[d] = sentences
     return out
 
 
-__all__ = ["answer_summary", "compute_sentence", "few_step_sentence", "likelihood_sentence"]
+__all__ = ["answer_summary", "compute_sentence", "few_step_sentence", "gauge_sentence", "likelihood_sentence"]
