@@ -23,6 +23,7 @@ SCRIPTS = {
     "fid": ["benchmarks/bench_fid.py", "--ci", "--threads", "1"],
     "pipeline": ["benchmarks/bench_pipeline.py", "--ci"],
     "compress": ["benchmarks/bench_compress.py", "--ci"],
+    "schedule": ["benchmarks/bench_schedule.py", "--ci"],
 }
 
 
@@ -129,3 +130,11 @@ def test_bench_compress(outputs):
     for r in doc["rows"]:
         assert r["roundtrip_exact"] is True
         assert r["encode_images_per_s"] > 0 and r["decode_images_per_s"] > 0
+
+
+def test_bench_schedule(outputs):
+    doc = _ok(outputs, "schedule")
+    assert doc["benchmark"] == "schedule" and doc["ci"] is True
+    (row,) = doc["rows"]
+    assert {"batch", "shared_time_ms", "distinct_times_ms", "invert_gamma_ms", "distinct_over_shared"} <= set(row)
+    assert row["shared_time_ms"] > 0 and row["distinct_times_ms"] > 0

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, base_variant, model_name_problem
+from ndm.pipeline.config_axes import dataset_seeds  # noqa: F401 - re-exported
 from ndm.pipeline.config_values import validate_values  # noqa: F401 - re-exported
 from ndm.pipeline.errors import ConfigError, unknown_name  # noqa: F401 - re-exported
 from ndm.pipeline.provenance import config_hash
@@ -312,15 +313,6 @@ def model_name_error(name: Any) -> str | None:
         return None
     base = base_variant(name) if isinstance(name, str) else name
     return unknown_name("variant", base, VARIANTS) if base not in VARIANTS else problem
-
-
-def dataset_seeds(config: dict, dataset: str) -> list[int]:
-    """The training seeds of one dataset: its own `datasets.<name>.seeds`, else the global
-    `seeds` (else [0]). One cheap dataset can then run several seeds while the others run one;
-    the workflow, the report and `ndm plan` enumerate (dataset, variant, seed) runs through this."""
-    section = (config.get("datasets") or {}).get(dataset) or {}
-    own = section.get("seeds") if isinstance(section, dict) else None
-    return [int(s) for s in (own if own is not None else config.get("seeds") or [0])]
 
 
 def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> RunConfig:
