@@ -46,7 +46,7 @@ from ndm.pipeline.train import (
     train,
 )
 from ndm.pipeline.train_curve import CURVE_SEED_OFFSET
-from ndm.report.style import VARIANT_COLORS, sort_variants, variant_color
+from ndm.report.style import VARIANT_COLORS, sort_variants, variant_color, variant_marker
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "configs/smoke.yaml").read_text())
@@ -151,6 +151,9 @@ def test_tagged_copies_sort_after_their_variant_in_a_darker_shade() -> None:
     for b, t in zip(rgb(base), rgb(tag)):
         assert t <= b and abs(t - 0.55 * b) <= 1, (base, tag)  # each channel scaled by about 0.55
     assert tag != base and variant_color("ddpm") == base
+    # two tagged copies of one variant differ in colour and marker, and from the variant itself
+    copies = ["ndm", "ndm@gauge", "ndm@compute", "ndm@other"]
+    assert len({variant_color(v) for v in copies}) == 4 and len({variant_marker(v) for v in copies}) == 4
 
 
 # ------------------------------------------------------------------ learning-rate schedule

@@ -173,7 +173,7 @@ def write_readme(
         "Computed from [tables/few_step_comparison.csv](tables/few_step_comparison.csv): diff = NDM − baseline (lower is better), "
         "paired by training seed; NDM is called better or worse only when the 95% interval across seeds excludes 0. "
         "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
-        "NFE counts x̂ evaluations; NDM also evaluates F at every step (about 2× the compute).",
+        "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",
         "",
     ]
     if NDM not in res.variants:

@@ -192,7 +192,8 @@ def _gauge_lines(d: str, few: pd.DataFrame, gauge_comp: pd.DataFrame, gauge: pd.
     out = []
     g = gauge[(gauge["dataset"] == d) & np.isclose(gauge["t"].astype(float), 0.75)] if not gauge.empty else gauge
     if not g.empty:
-        rms = ", ".join(f"{r.variant} ({r.gauge}) {fmt_num(r.offset_rms)} vs input-dependent {fmt_num(r.input_rms)}" for r in g.itertuples())
+        # .3g: offsets run from 1e-4 (toy2d) to 30 (digits ndm-vdm)
+        rms = ", ".join(f"{r.variant} ({r.gauge}) {r.offset_rms:.3g} vs input-dependent {r.input_rms:.3g}" for r in g.itertuples())
         out.append(f"- **F's offset at t = 0.75** (rms of the input-independent part of F(x,t) − x, tables/gauge.md): {rms}.")
     if metric and not gauge_comp.empty:
         sub = gauge_comp[gauge_comp["dataset"] == d]
@@ -214,7 +215,12 @@ def _gauge_lines(d: str, few: pd.DataFrame, gauge_comp: pd.DataFrame, gauge: pd.
                 + ". What to read them against: the paper's F is free to drift along an input-independent offset c(t) the NELBO cannot see, "
                 "alpha_t c'(t) then enters the probability-flow drift, and a large, fast-varying offset makes the ODE stiff for fixed-step "
                 "solvers (docs/math.md, Gauge freedom of F); the offset's size is the line above"
-                + ("; ndm@gauge has none." if gauge_run else "; a config with ndm@gauge (configs/study.yaml) removes it and measures the effect.")
+                + (
+                    "; ndm@gauge pins F at one reference point x_ref, which removes the offset there but not over the data "
+                    "(its offset over the test data is in the line above)."
+                    if gauge_run
+                    else "; a config with ndm@gauge (configs/study.yaml) pins F at a reference point and measures the effect."
+                )
             )
     return out
 

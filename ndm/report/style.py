@@ -38,21 +38,43 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 
-def _darker(hex_color: str, factor: float = 0.55) -> str:
+def _shade(hex_color: str, factor: float) -> str:
+    """Darker (factor < 1: towards black) or lighter (factor > 1: towards white)."""
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
-    return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
+    if factor <= 1:
+        return "#{:02x}{:02x}{:02x}".format(*(int(c * factor) for c in (r, g, b)))
+    w = 1 - 1 / factor
+    return "#{:02x}{:02x}{:02x}".format(*(int(c + (255 - c) * w) for c in (r, g, b)))
+
+
+# Several tagged copies of one variant (ndm@gauge, ndm@compute) share its hue: each tag gets its
+# own shade and marker so that they stay apart in every figure; an unknown tag gets the next one.
+TAG_SHADES = {"params": 0.55, "gauge": 0.4, "compute": 1.9}
+TAG_MARKERS = {"params": "d", "gauge": "p", "compute": "h"}  # none of VARIANT_MARKERS
+_EXTRA_SHADES = (0.7, 1.5, 0.3, 2.5)
+_EXTRA_MARKERS = ("8", "<", ">", "H")
+
+
+def _tag(variant: str) -> str:
+    return variant.split("@", 1)[1] if "@" in variant else ""
 
 
 def variant_color(variant: str) -> str:
-    """The variant's colour; a tagged copy ("ddpm@params") a darker shade of its variant's."""
+    """The variant's colour; a tagged copy ("ddpm@params") a shade of its variant's, one per tag."""
     if variant in VARIANT_COLORS:
         return VARIANT_COLORS[variant]
-    base = base_variant(variant)
-    return _darker(VARIANT_COLORS[base]) if base in VARIANT_COLORS else "#333333"
+    base, tag = base_variant(variant), _tag(variant)
+    factor = TAG_SHADES.get(tag, _EXTRA_SHADES[sum(map(ord, tag)) % len(_EXTRA_SHADES)])
+    return _shade(VARIANT_COLORS[base], factor) if base in VARIANT_COLORS else "#333333"
 
 
 def variant_marker(variant: str) -> str:
-    return VARIANT_MARKERS.get(variant, VARIANT_MARKERS.get(base_variant(variant), "o"))
+    if variant in VARIANT_MARKERS:
+        return VARIANT_MARKERS[variant]
+    tag = _tag(variant)
+    if tag:
+        return TAG_MARKERS.get(tag, _EXTRA_MARKERS[sum(map(ord, tag)) % len(_EXTRA_MARKERS)])
+    return "o"
 
 
 def sort_variants(variants: list[str]) -> list[str]:

@@ -113,7 +113,7 @@ def few_step_sentence(comparison: pd.DataFrame, dataset: str) -> str | None:
             tally = (
                 f"NDM better at {len(better)} of {len(rows)} NFEs" + (f" ({', '.join(str(int(x)) for x in better['nfe'])})" if len(better) else "")
                 + f", {base} better at {len(worse)}" + (f" ({', '.join(str(int(x)) for x in worse['nfe'])})" if len(worse) else "")
-                + f", not significant at {int(counts.get(TIE, 0))}"
+                + f", not significant at {int(counts.get(TIE, 0))}; at 95% each, about {0.05 * len(rows):.1f} of {len(rows)} would exclude 0 by chance"
             )  # fmt: skip
         parts.append(f"vs {base} {', '.join(points)} ({tally})")
     if not parts:
