@@ -18,7 +18,7 @@ from test_config_overrides import job_counts
 from test_pipeline import REPO, snakemake, workdir_copy
 
 from ndm.cli.main import main as ndm_main
-from ndm.pipeline.config import ConfigError, resolve_eval_config
+from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config
 from ndm.pipeline.shards import merge_shards, noise_seed, shard_size
 
 K = 3
@@ -148,7 +148,7 @@ def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
     """K = 3: 3 sample_shard jobs per (model, sampler) with per_sampler jobs, 3 per model with
     per_model; one merge (evaluate_samples) job per model either way."""
     default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
-    n_models = len(default["variants"]) * len(default["seeds"])
+    n_models = {d: len(default["variants"]) * len(dataset_seeds(default, d)) for d in default["datasets"]}
     for mode in ("per_sampler", "per_model"):
         work = workdir_copy(tmp_path / mode)
         proc = snakemake(["-n", "-p", "all", "--config", f"defaults={{eval: {{sample_shards: 3, sample_jobs: {mode}}}}}"], cwd=work, timeout=300)
@@ -156,11 +156,11 @@ def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
         assert proc.returncode == 0, out[-3000:]
         counts = job_counts(out)
         for d in default["datasets"]:
-            assert counts[f"evaluate_samples_{d}"] == n_models
+            assert counts[f"evaluate_samples_{d}"] == n_models[d]
             if mode == "per_model":
-                assert counts[f"sample_grid_{d}"] == 3 * n_models
+                assert counts[f"sample_grid_{d}"] == 3 * n_models[d]
         if mode == "per_sampler":
-            n_sets = sum(len(resolve_eval_config(default, d).samplers) for d in default["datasets"]) * n_models
+            n_sets = sum(len(resolve_eval_config(default, d).samplers) * n_models[d] for d in default["datasets"])
             assert counts["sample_shard"] == 3 * n_sets
             assert "sample_grid" not in counts
         assert "--shard 2 --shards 3" in out and "--shards 3 --threads" in out
