@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ndm.report.collect import Results
+from ndm.report.reviewer import _likelihood_by_seed
 from ndm.report.study import test_curve, value_at
 from ndm.report.table_format import fmt_diff, fmt_num
 from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, ONE_SEED, TIE, WORSE, interval, paired_difference, verdict
@@ -50,12 +51,8 @@ def _diff_text(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, floa
 
 
 def _nelbo_by_seed(res: Results, dataset: str, variant: str) -> dict[int, tuple[float, float]]:
-    lik = res.likelihood
-    if lik.empty:
-        return {}
-    sel = lik[(lik["dataset"] == dataset) & (lik["variant"] == variant) & (lik["estimator"] == "nelbo")]
-    sel = sel[np.isinf(sel["T"].astype(float))]
-    return {int(r.seed): (float(r.bpd), float(r.stderr)) for r in sel.itertuples() if np.isfinite(r.bpd)}
+    """Seed -> (continuous-time test NELBO, within-run se): the reviewer section's reader."""
+    return _likelihood_by_seed(res, dataset, variant, "nelbo")
 
 
 def _n_seeds(maps: list[dict]) -> int:
