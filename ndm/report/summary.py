@@ -28,7 +28,18 @@ from ndm.report.collect import Results
 from ndm.report.reviewer import _likelihood_by_seed
 from ndm.report.study import test_curve, value_at
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, ONE_SEED, TIE, WORSE, interval, paired_difference, verdict
+from ndm.report.verdicts import (
+    BEST,
+    BETTER,
+    NDM,
+    NELBO_METRIC,
+    ONE_SEED,
+    TIE,
+    WORSE,
+    interval,
+    paired_difference,
+    verdict,
+)
 
 LIKELIHOOD_BASELINES = ("ddpm", "vdm", "ddpm@params", "vdm@params")
 FEW_STEP_BASELINES = ("ddpm", "vdm")
