@@ -132,6 +132,18 @@ def test_typed_overrides_reads_strings_as_yaml_scalars():
     }
 
 
+@pytest.mark.parametrize("text, value", [("1e-05", 1e-05), ("2E3", 2000.0), ("-1.5e+2", -150.0), (".5", 0.5), ("7", 7)])
+def test_typed_overrides_reads_every_float_spelling(text, value):
+    # PyYAML reads 1e-05 (Python's repr of 0.00001, what a SLURM job's --config carries) as a string.
+    (typed,) = typed_overrides({"lrs": [text]})["lrs"]
+    assert typed == value and type(typed) is type(value)
+
+
+@pytest.mark.parametrize("text", ["1e", "e5", "1.2.3", "2024-01-01", "nan", "1_e5"])
+def test_typed_overrides_leaves_non_numbers_as_strings(text):
+    assert typed_overrides({"x": [text]})["x"] == [text]
+
+
 def test_check_pipeline_config_accepts_the_shipped_configs():
     for name in ("default", "smoke", "paper"):
         check_pipeline_config(yaml.safe_load((REPO / f"configs/{name}.yaml").read_text()), SCHEMA)

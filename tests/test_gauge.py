@@ -328,3 +328,34 @@ def test_transform_gauge_option_validated_and_hash_stable_at_default():
         build_model(ModelConfig(variant="ndm", network=MLP, transform_gauge="batch-mean"), (4,), None)
     # variants without a learned time-dependent F ignore the option, as they ignore transform_time
     assert build_model(ModelConfig(variant="ndm-latent", network=MLP, transform_gauge="reference"), (4,), None).transform.learned
+
+
+def test_data_mean_reference_is_the_training_mean_saved_and_resumed(tmp_path):
+    """transform_reference: data_mean puts x_ref at the training split's mean before the first
+    step; the saved model and a resumed run keep it, and F(x_ref, t) = x_ref + t v holds there."""
+    from ndm.pipeline.config import ConfigError, resolve_run_config
+    from ndm.pipeline.train import load_trained_model, train
+
+    model = {"network": {"kind": "mlp", "hidden": 32, "depth": 2}, "transform_gauge": "reference", "transform_reference": "data_mean"}
+    config = {"datasets": {"toy2d": {"data": {"name": "toy2d", "options": {"n_train": 512, "n_test": 64}}, "model": model,
+                                     "train": {"steps": 6, "batch_size": 32, "checkpoint_every": 3, "log_every": 3}}}}  # fmt: skip
+    run = resolve_run_config(config, "toy2d", "ndm", seed=0)
+    from ndm.pipeline.train import load_training_data  # the data train() reads
+
+    x_train = load_training_data(run)[0]
+    assert x_train.mean(0).abs().max() > 1e-3  # a mean that differs from the zero default
+    whole = train(run, tmp_path / "whole", progress=False)
+    train(run, tmp_path / "split", progress=False, stop_after=3)
+    split = train(run, tmp_path / "split", progress=False)
+    m, _ = load_trained_model(whole.model_path)
+    torch.testing.assert_close(m.transform.reference, x_train.mean(0))
+    m2, _ = load_trained_model(split.model_path)
+    for (name, a), b in zip(m.state_dict().items(), m2.state_dict().values()):
+        assert torch.equal(a, b), name  # the resumed run is the uninterrupted one, x_ref included
+    t = torch.tensor([0.3, 0.9])
+    x_ref = m.transform.reference.expand(2, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(m.transform(x_ref, t), x_ref + t[:, None] * m.transform.end_offset)
+    # data_mean without the reference gauge is a clear config error
+    with pytest.raises(ConfigError, match="transform_gauge: reference"):
+        resolve_run_config({"datasets": {"toy2d": {"model": {"transform_reference": "data_mean"}}}}, "toy2d", "ndm", seed=0)

@@ -79,8 +79,12 @@ class ModelConfig:
     transform_rank: int = 4
     # Gauge of a learned time-dependent F (docs/math.md "Gauge freedom of F"): "none" = the
     # paper's F, free to drift along input-independent offsets a(t) the bound cannot see;
-    # "reference" = F(x,t) = x + t (NN(x,t) - NN(x_ref,t) + v), x_ref = 0, v learned.
+    # "reference" = F(x,t) = x + t (NN(x,t) - NN(x_ref,t) + v), x_ref below, v learned.
     transform_gauge: str = "none"
+    # x_ref of the reference gauge: "zero" (the mid-range image) or "data_mean" (the training
+    # split's mean, set when training starts and saved with the model): a point on the data,
+    # so NN(x, t) - NN(x_ref, t) averages to about zero over the data (docs/math.md).
+    transform_reference: str = "zero"
     blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
     flow_eps: float = 1e-3
 

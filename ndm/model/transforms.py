@@ -80,9 +80,23 @@ def _init_gauge(module: nn.Module, gauge: str, event_shape: tuple[int, ...] | No
     if gauge == "reference":
         if event_shape is None:
             raise ValueError("the reference gauge needs the data's event_shape (for x_ref and v)")
-        # x_ref = 0 (mid-range in model space [-1, 1]): fixed, so F stays a per-example function.
+        # x_ref = 0 (mid-range in model space [-1, 1]) until set_reference sets another fixed point
+        # (the training mean): fixed, so F stays a per-example function.
         module.register_buffer("reference", torch.zeros(event_shape))
         module.end_offset = nn.Parameter(torch.zeros(event_shape))
+
+
+@torch.no_grad()
+def set_reference(transform: nn.Module, x_ref: Tensor) -> bool:
+    """Set the reference gauge's x_ref (ModelConfig.transform_reference "data_mean": the training
+    mean, before the first step; the buffer is saved with the model). False for a transform
+    without the reference gauge (F = identity, fixed or time independent: the option is moot)."""
+    if getattr(transform, "gauge", "none") != "reference":
+        return False
+    if tuple(x_ref.shape) != tuple(transform.reference.shape):
+        raise ValueError(f"x_ref has shape {tuple(x_ref.shape)}, the transform's events {tuple(transform.reference.shape)}")
+    transform.reference.copy_(x_ref.to(transform.reference))
+    return True
 
 
 def _with_reference(x: Tensor, t: Tensor, reference: Tensor) -> tuple[Tensor, Tensor]:

@@ -214,6 +214,7 @@ HASH_OMIT_AT_DEFAULT: dict[tuple[str, ...], Any] = {
     ("model", "transform_time"): "jvp",
     ("model", "transform_rank"): 4,
     ("model", "transform_gauge"): "none",
+    ("model", "transform_reference"): "zero",
     ("model", "network", "patch_size"): 1,
     ("train", "eval_every"): 0,
     ("train", "lr_schedule"): "constant",

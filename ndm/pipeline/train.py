@@ -39,6 +39,7 @@ from ndm.estimators.flops import training_flops_per_step
 from ndm.estimators.gauge import offset_metrics
 from ndm.pipeline.train_curve import TestCurve
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
+from ndm.model.transforms import set_reference
 from ndm.model.variants import build_model
 from ndm.pipeline.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from ndm.pipeline.config import ConfigError, RunConfig, run_config_from_dict
@@ -258,8 +259,10 @@ class NonFiniteGuard:
         )
 
 
-def finish(state: TrainState, run: RunConfig, out: Path, meta: dict[str, Any], data_info: dict, result: TrainResult, recorder: Recorder | None) -> None:
-    """Write model.pt, then train_summary.json (its presence means done); hand over the curve."""
+def finish(state: TrainState, run: RunConfig, out: Path, meta: dict[str, Any], data_info: dict, result: TrainResult, recorder: Recorder | None, processes: int = 1) -> None:
+    """Write model.pt, then train_summary.json (its presence means done); hand over the curve.
+
+    processes: the data-parallel processes that trained it (the process group's size)."""
     atomic_torch_save({**meta, "kind": "model", "step": state.step, "ema": state.ema.state_dict(), "model": state.model.state_dict(), "data_info": _plain(data_info)}, result.model_path)
     model = state.model
     summary = {
@@ -276,6 +279,7 @@ def finish(state: TrainState, run: RunConfig, out: Path, meta: dict[str, Any], d
         "n_params_F": sum(p.numel() for p in model.transform.parameters()),
         "config_hash": run.hash(),
         "device": str(state.device),
+        "processes": processes,
     }
     from ndm.pipeline.results import write_result_json
 
@@ -324,6 +328,9 @@ def _train(run: RunConfig, out: Path, world: World, device: torch.device, record
     x_train, event_shape, levels, data_info = data if data is not None else load_training_data(run)
     x_train = x_train.to(device)
     state = build_state(run, event_shape, levels, device, data_gen)
+    if run.model.transform_reference == "data_mean":  # before resume: a checkpoint holds the same x_ref
+        for m in (state.model, state.ema):
+            set_reference(m.transform, x_train.mean(0))
     meta = model_metadata(run, event_shape, levels)
     final_loss = resume(state, run, out / CHECKPOINT, out / METRICS if world.main else None, recorder)
     resumed_from, t_start = state.step, time.time()
@@ -364,7 +371,7 @@ def _train(run: RunConfig, out: Path, world: World, device: torch.device, record
                 return result()
     finished = result()
     if world.main:
-        finish(state, run, out, meta, data_info, finished, recorder)
+        finish(state, run, out, meta, data_info, finished, recorder, processes=world.size)
     barrier(world)
     return finished
 
