@@ -7,6 +7,7 @@ module (about 30 s on 2 shared cores); each test then checks one script's output
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ SCRIPTS = {
     "pipeline": ["benchmarks/bench_pipeline.py", "--ci"],
     "compress": ["benchmarks/bench_compress.py", "--ci"],
     "schedule": ["benchmarks/bench_schedule.py", "--ci"],
+    "gpu_check": ["benchmarks/gpu_check.py", "--ci", "--device", "cpu", "--variants", "ddpm", "ndm", "flow"],
 }
 
 
@@ -138,3 +140,20 @@ def test_bench_schedule(outputs):
     (row,) = doc["rows"]
     assert {"batch", "shared_time_ms", "distinct_times_ms", "invert_gamma_ms", "distinct_over_shared"} <= set(row)
     assert row["shared_time_ms"] > 0 and row["distinct_times_ms"] > 0
+
+
+def test_gpu_check_on_cpu(outputs):
+    """The GPU check's CPU form: the paper's cifar10 run (shrunk U-Net) of each variant trains,
+    samples and evaluates in both precisions; the cost ratio to DDPM is measured, not assumed."""
+    doc = _ok(outputs, "gpu_check")
+    assert doc["benchmark"] == "gpu_check" and doc["ci"] is True and doc["device"] == "cpu"
+    assert {(r["variant"], r["precision"]) for r in doc["rows"]} == {(v, p) for v in ("ddpm", "ndm", "flow") for p in ("fp32", "bf16")}
+    for r in doc["rows"]:
+        assert r["steps_timed"] == doc["steps"] and r["train_images_per_s"] > 0 and r["train_flops_per_step"] > 0
+        assert r["samples_per_s"] > 0 and r["samples_finite"] and math.isfinite(r["nelbo_bpd"]) and r["nelbo_bpd"] > 0
+        assert r["ddpm_over_variant"] > 0
+    ndm = next(r for r in doc["rows"] if r["variant"] == "ndm" and r["precision"] == "fp32")
+    ddpm = next(r for r in doc["rows"] if r["variant"] == "ddpm" and r["precision"] == "fp32")
+    assert ndm["train_flops_per_step"] > 1.5 * ddpm["train_flops_per_step"]  # F's network and its dF/dt
+    assert doc["ddp_rows"] == []  # no GPUs here
+    assert "of bf16 peak" in outputs["gpu_check"][0].stdout

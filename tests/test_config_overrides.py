@@ -6,6 +6,7 @@ file when one is; names are checked against ndm.names; errors say what is wrong.
 
 from __future__ import annotations
 
+import os
 import json
 from pathlib import Path
 
@@ -207,3 +208,27 @@ def test_missing_key_says_how_to_fix_it():
     config = {k: v for k, v in DEFAULT.items() if k != "experiment"}
     with pytest.raises(ConfigError, match="missing key 'experiment'.*--configfile"):
         check_pipeline_config(config, SCHEMA)
+
+
+def test_threads_flag_limits_native_thread_pools(monkeypatch):
+    """`ndm ... --threads N` holds OpenMP/OpenBLAS/MKL to N (set before numpy loads OpenBLAS)."""
+    import subprocess
+    import sys
+
+    from ndm.cli.native_threads import limit_native_threads
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    limit_native_threads(["train", "--config", "c.json"])
+    assert "OPENBLAS_NUM_THREADS" not in os.environ  # no flag: left alone
+    limit_native_threads(["train", "--threads=3"])
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    limit_native_threads(["sample-grid", "--threads", "1", "--out", "x"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1" and os.environ["MKL_NUM_THREADS"] == "1"
+    # and through the real entry point: numpy's OpenBLAS pool is one thread in a --threads 1 job
+    code = ("import sys; sys.argv = ['ndm', 'x', '--threads', '1']; from ndm.cli.native_threads import limit_native_threads; "
+            "limit_native_threads(sys.argv[1:]); import numpy, os; a = numpy.ones((400, 400)); a @ a; "
+            "print(len(os.listdir(f'/proc/{os.getpid()}/task')))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "PYTHONPATH": str(REPO)}, check=True)
+    assert out.stdout.strip() == "1", out

@@ -365,7 +365,7 @@ def test_describe_states_where_the_advantage_disappears() -> None:
     assert [verdict(-3, 1, 10), verdict(3, 1, 10), verdict(1.5, 1, 10)] == [BETTER, WORSE, TIE]
     assert describe(rows([-5, -4, -3]), "ddpm").startswith("NDM better than DDPM at every NFE tested (5, 10, 25)")
     s = describe(rows([-5, -1, 4]), "vdm")
-    assert "NDM better than VDM at NFE <= 5" in s and "reverses at NFE = 25 (VDM better by 4.000 (95% CI [+1.738, +6.262]))" in s
+    assert "NDM better than VDM at NFE <= 5" in s and "reverses at NFE = 25 (VDM better by 4.000 (95% CI 1.738 to 6.262))" in s
     s = describe(rows([3, 0.5, -4, -6]), "ddpm")
     assert "NDM better than DDPM at NFE >= 25" in s and "no significant difference at NFE = 10" in s and "reverses (DDPM better) at NFE = 5" in s
     assert describe(rows([0.5, -0.5]), "ddpm").startswith("no advantage at any NFE")
@@ -459,3 +459,15 @@ def test_fid_vs_nfe_has_a_best_sampler_panel(tmp_path: Path) -> None:
     written = fid_vs_nfe_figure(_constructed_few(), tmp_path / "fid_vs_nfe.png")
     _assert_real_image(tmp_path / "fid_vs_nfe.png")
     assert any(p.suffix == ".pdf" for p in written)
+
+
+def test_number_format_keeps_small_values_and_magnitude_intervals() -> None:
+    from ndm.report.fewstep_answer import _by
+    from ndm.report.table_format import fmt_diff, fmt_num
+
+    assert fmt_num(0.00042) == "0.00042" and fmt_diff(-3.1e-5) == "-3.1e-05" and fmt_num(0.0) == "0.000"
+    assert fmt_num(2.5) == "2.500" and fmt_num(123.45) == "123.5"
+    # a judged difference: the interval of its magnitude, in increasing order
+    assert _by(pd.Series({"diff": -128.2, "ci_low": -136.9, "ci_high": -119.6})) == "128.2 (95% CI 119.6 to 136.9)"
+    # an interval across zero keeps the signed difference's interval, labelled
+    assert _by(pd.Series({"diff": 1.0, "ci_low": -0.5, "ci_high": 2.5})) == "1.000 (95% CI of NDM − base [-0.500, +2.500])"

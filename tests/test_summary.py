@@ -119,7 +119,7 @@ def test_gauge_sentence_pairs_the_gauge_fixed_copy_with_ndm() -> None:
     comp.loc[1, "nfe"] = 20.0  # NFE 2, 20, 100
     text = gauge_sentence(res, comp, gauge, "toy")
     assert "rms 6.44 for ndm and 0.00029 for ndm@gauge" in text
-    assert "test NELBO ndm@gauge − ndm +0.003 [" in text and "over 3 seeds (not significant)" in text
+    assert "test NELBO ndm@gauge − ndm +0.0033 [" in text and "over 3 seeds (not significant)" in text
     # NFE 10 and 20 both read the nearest NFE, 20; the verdicts list every NFE
     assert "fd_data ndm@gauge − ndm, ode-heun: +5.000 [+4.000, +6.000] at NFE 20 (ndm@gauge better at NFE 2)" in text
 

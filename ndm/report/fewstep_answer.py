@@ -3,12 +3,12 @@ rows of `ndm.report.fewstep.comparison_table`."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from ndm.report.table_format import fmt_diff, fmt_num
 from ndm.report.verdicts import BETTER, NELBO_METRIC, ONE_SEED, TIE, UNKNOWN, WORSE
-
-import math
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -21,9 +21,15 @@ def _pm(r: pd.Series) -> str:
 
 
 def _by(r: pd.Series) -> str:
-    """A magnitude with the 95% interval of NDM − baseline: '12.3 (95% CI of NDM − base [−20.1, −4.5])'."""
-    ci = _ci(r["ci_low"], r["ci_high"])
-    return f"{fmt_num(abs(r['diff']))} (95% CI {ci})" if ci else fmt_num(abs(r["diff"]))
+    """A magnitude with its 95% interval, '12.3 (95% CI 4.5 to 20.1)': the interval of |NDM − base|,
+    read off that of NDM − base when it excludes zero (a judged difference); else the signed one."""
+    lo, hi, size = r["ci_low"], r["ci_high"], fmt_num(abs(r["diff"]))
+    if math.isnan(lo) or math.isnan(hi):
+        return size
+    if lo > 0 or hi < 0:
+        a, b = sorted((abs(lo), abs(hi)))
+        return f"{size} (95% CI {fmt_num(a)} to {fmt_num(b)})"
+    return f"{size} (95% CI of NDM − base {_ci(lo, hi)})"
 
 
 def _nfes(rows: pd.DataFrame) -> str:

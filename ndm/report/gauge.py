@@ -39,6 +39,14 @@ TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
+
+def gauge_label(model_config) -> str:
+    """The gauge of a model config as the tables name it: "none", "reference, x_ref = 0" or
+    "reference, x_ref = data mean" (ModelConfig.transform_reference)."""
+    if model_config.transform_gauge != "reference":
+        return model_config.transform_gauge
+    return "reference, x_ref = data mean" if model_config.transform_reference == "data_mean" else "reference, x_ref = 0"
+
 def learned_f_variants(variants: list[str]) -> list[str]:
     """Variants whose F is learned (ndm, ndm-vdm, ndm-latent): the ones with a gauge to speak of."""
     return [v for v in variants if model_name_problem(v) is None and get_variant(v).transform in ("neural", "latent")]
@@ -53,7 +61,7 @@ def _model_rows(path: Path, dataset: str, variant: str, seed: int) -> list[dict]
     x, _ = load_split(run, "test", N_EXAMPLES)
     x = x.to(next(model.parameters()).dtype)
     split = offset_decomposition(model, x, T_FIGURE)
-    meta = {"dataset": dataset, "variant": variant, "seed": seed, "gauge": run.model.transform_gauge, "transform_time": run.model.transform_time}
+    meta = {"dataset": dataset, "variant": variant, "seed": seed, "gauge": gauge_label(run.model), "transform_time": run.model.transform_time}
     return [{**meta, **s.as_dict()} for s in split]
 
 
@@ -129,14 +137,13 @@ def gauge_figure(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.0), squeeze=False)
     panels = (("offset_rms", "input_rms", "F(x, t) − x"), ("offset_rate_rms", "input_rate_rms", "dF/dt (x fixed)"))
-    styles = {"none": "-", "reference": ":"}
     for ax, (off, inp, label) in zip(axes[0], panels):
         for (v, gauge), g in sub.groupby(["variant", "gauge"], sort=False):
             m = g.groupby("t")[[off, inp]].mean()
             t = m.index.to_numpy()
-            tag = v if gauge == "none" else f"{v} ({gauge} gauge)"
+            tag = v if gauge == "none" else f"{v} (gauge: {gauge})"
             marker = "o" if gauge == "none" else "s"
-            ax.plot(t, m[off].to_numpy(), color=variant_color(v), marker=marker, markersize=3, linewidth=2, linestyle=styles.get(gauge, "-"), label=f"{tag}: offset c(t)")
+            ax.plot(t, m[off].to_numpy(), color=variant_color(v), marker=marker, markersize=3, linewidth=2, linestyle="-" if gauge == "none" else ":", label=f"{tag}: offset c(t)")
             ax.plot(t, m[inp].to_numpy(), color=variant_color(v), marker=marker, markersize=3, linewidth=1.2, linestyle="--", alpha=0.8, label=f"{tag}: input-dependent")
         values = sub[[off, inp]].to_numpy().ravel()
         if np.isfinite(values).any() and (values[np.isfinite(values)] > 0).any():

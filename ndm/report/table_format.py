@@ -37,6 +37,8 @@ def fmt_num(x: float | None) -> str:
         return f"{x:.1f}"
     if a >= 10:
         return f"{x:.2f}"
+    if 0 < a < 0.01:  # two significant digits, not "0.000" (a toy2d FD gap of 2e-4 is a number)
+        return f"{x:.2g}"
     return f"{x:.3f}"
 
 
