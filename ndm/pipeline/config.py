@@ -297,11 +297,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A config file: YAML, or JSON for .json (the pipeline's config.resolved.json). JSON goes
-    through json, not PyYAML: YAML 1.1 reads a JSON float such as 1e-05 (how json.dumps writes
-    1.0e-5) as the string '1e-05', which failed every SLURM job that checks eval.ode.rtol/atol."""
-    path = Path(path)
-    if not path.exists():
+    """A config file: YAML, or JSON for .json (config.resolved.json: PyYAML reads json's 1e-05 as a string)."""
+    if not (path := Path(path)).exists():
         raise ConfigError(f"config file {path} does not exist")
     with open(path) as f:
         data = (json.load(f) if path.suffix == ".json" else yaml.safe_load(f)) or {}
