@@ -3,7 +3,7 @@ configs/paper.yaml, trained a few hundred steps in fp32 and bf16, then sampled a
 
     bash benchmarks/gpu_check.sh                       # one GPU, about 8 minutes on an H100-class card
     bash benchmarks/gpu_check.sh --steps 100           # shorter
-    python benchmarks/gpu_check.py --device cpu --ci   # the CPU form the tests run (tiny U-Net, 3 steps)
+    python benchmarks/gpu_check.py --device cpu --ci   # the CPU form the tests run (tiny U-Net, 2 steps)
 
 Per (variant, precision) it prints: training images/s (after warm-up steps: the real
 `ndm.pipeline.train.train`, resumed from its own warm-up checkpoint so that start-up and
@@ -41,7 +41,7 @@ BF16_PEAK_TFLOPS = [
     ("A100", 312.0), ("A800", 312.0), ("L40S", 362.1), ("L40", 181.0), ("L4", 121.0),
     ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0),
 ]
-CI_NETWORK = {"channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [16]}
+CI_NETWORK = {"channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,12 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-examples", type=int, default=256)
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: from the table of known cards)")
     p.add_argument("--ddp", choices=["auto", "off"], default="auto", help="auto: 2-process DDP rows when >= 2 GPUs")
-    p.add_argument("--ci", action="store_true", help="tiny: a small U-Net, 3 steps, 8 samples (CPU tests)")
+    p.add_argument("--ci", action="store_true", help="tiny: a small U-Net, 2 steps, 4 samples (CPU tests)")
     p.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/gpu_check.json")
     p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)  # a DDP rank: variant,precision
     a = p.parse_args(argv)
     if a.ci:
-        a.steps, a.warmup, a.batch_size, a.sample_steps, a.n_samples, a.eval_examples = 3, 1, 4, 4, 8, 8
+        a.steps, a.warmup, a.batch_size, a.sample_steps, a.n_samples, a.eval_examples = 2, 1, 2, 2, 4, 4
     return a
 
 
