@@ -15,10 +15,9 @@ value inside a list or mapping a string (`seeds=[0,1]` arrives as ['0', '1']);
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
-
-import re
 
 import yaml
 
