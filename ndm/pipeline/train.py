@@ -37,7 +37,6 @@ from tqdm import tqdm
 
 from ndm.estimators.flops import training_flops_per_step
 from ndm.estimators.gauge import offset_metrics
-from ndm.pipeline.train_curve import TestCurve
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
 from ndm.model.transforms import set_reference
 from ndm.model.variants import build_model
@@ -46,6 +45,7 @@ from ndm.pipeline.config import ConfigError, RunConfig, run_config_from_dict
 from ndm.pipeline.distributed import World, average_gradients, average_metrics_and_stop, barrier, device_for, process_group, world_from_env
 from ndm.pipeline.errors import Preempted, TrainingDiverged
 from ndm.pipeline.results import atomic_torch_save, remove_stale_temporaries
+from ndm.pipeline.train_curve import TestCurve
 from ndm.pipeline.train_state import Recorder, TrainState, build_state, resume, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -329,9 +329,8 @@ def _train(run: RunConfig, out: Path, world: World, device: torch.device, record
     x_train = x_train.to(device)
     state = build_state(run, event_shape, levels, device, data_gen)
     if run.model.transform_reference == "data_mean":  # before resume: a checkpoint holds the same x_ref
-        x_ref = x_train.mean(0)
-        for m in (state.model, state.ema):
-            set_reference(m.transform, x_ref)
+        for m in (state.model, state.ema):  # x_ref = the training mean; cheap, so computed per copy
+            set_reference(m.transform, x_train.mean(0))
     meta = model_metadata(run, event_shape, levels)
     final_loss = resume(state, run, out / CHECKPOINT, out / METRICS if world.main else None, recorder)
     resumed_from, t_start = state.step, time.time()
