@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ndm.pipeline.config import dataset_seeds
+from ndm.pipeline.config_axes import run_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -79,6 +79,28 @@ def test_smoke_pipeline_outputs(smoke_run):
     reports = smoke_run / config["reports"]
     assert (reports / "README.md").read_text().startswith("#")
     assert (reports / "figures" / "fid_vs_nfe.png").stat().st_size > 1000
+
+
+def test_sampling_job_scores_as_the_evaluate_samples_command(smoke_run, tmp_path):
+    """toy2d's sample_jobs: per_model: its sample_grid job wrote fid/<sampler>.json itself; the
+    standalone `ndm evaluate-samples` on the same samples gives the same distances."""
+    config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
+    assert config["datasets"]["toy2d"]["eval"]["sample_jobs"] == "per_model"
+    run = Path(config["results"]) / "toy2d" / "ndm" / "seed0"
+    samplers = config["defaults"]["eval"]["samplers"]
+    assert not list((smoke_run / config["results"] / "logs").glob("evaluate_samples/toy2d_*"))
+    outs = [str(tmp_path / f"{s}.json") for s in samplers]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ndm", "evaluate-samples", "--config", f"{config['results']}/config.resolved.json", "--dataset", "toy2d",
+         "--manifest", *[f"{run}/samples/{s}/manifest.json" for s in samplers], "--ref", f"data={config['results']}/toy2d/ref_data.npz",
+         "--out", *outs, "--no-tracking"],
+        cwd=smoke_run, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for s, out in zip(samplers, outs):
+        folded = json.loads((smoke_run / run / "fid" / f"{s}.json").read_text())["results"]
+        alone = json.loads(Path(out).read_text())["results"]
+        assert [r["metrics"] for r in folded] == [r["metrics"] for r in alone] and len(folded) == len(config["defaults"]["eval"]["sample_steps"])
 
 
 def test_smoke_pipeline_mlflow_store(smoke_run):
@@ -152,8 +174,9 @@ def test_paper_dry_run_through_slurm_profile(tmp_path, profile):
 
 
 def test_default_dry_run_samples_once_per_model(tmp_path):
-    """configs/default.yaml sets eval.sample_jobs: per_model: one sampling job and one
-    Frechet-distance job per model (every sampler in each), every variant on every dataset."""
+    """configs/default.yaml sets eval.sample_jobs: per_model: one job per model samples every
+    sampler and scores the samples (no separate Frechet-distance job), every variant on every
+    dataset."""
     work = workdir_copy(tmp_path / "w")
     proc = snakemake(["-n", "-p", "all"], cwd=work, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -161,14 +184,16 @@ def test_default_dry_run_samples_once_per_model(tmp_path):
     default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
     assert default["defaults"]["eval"]["sample_jobs"] == "per_model"
     counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()}
-    # A dataset's own seeds (datasets.<name>.seeds) replace the global list for it.
-    n_models = {d: len(default["variants"]) * len(dataset_seeds(default, d)) for d in default["datasets"]}
+    # A dataset's own seeds (datasets.<name>.seeds), for its multi_seed_variants only.
+    n_models = {d: sum(len(run_seeds(default, d, v)) for v in default["variants"]) for d in default["datasets"]}
     assert counts["train"] == sum(n_models.values())
     assert "sample_grid" not in counts
     for d in default["datasets"]:
         assert counts[f"sample_grid_{d}"] == n_models[d]
-        assert counts[f"evaluate_samples_{d}"] == n_models[d]
+        assert f"evaluate_samples_{d}" not in counts
     assert "--sampler ancestral ddim ode-heun sde-em" in out
+    assert "--dataset digits --fid-out results/default/digits/ddpm/seed0/fid/ancestral.json" in out
+    assert "--ref classifier=results/default/digits/ref_classifier.npz --classifier results/default/digits/classifier.pt" in out
     assert default["tracking_mode"] == "deferred" and counts["sync_tracking"] == 1  # one MLflow push at the end
     assert "tracking-sync --under results/default --summary" in out
 

@@ -153,6 +153,15 @@ def _likelihood_metrics(out: dict) -> dict[str, float]:
 # ---------------------------------------------------------------- samples
 
 
+def _score_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """What scoring samples needs: the dataset, its reference stats and feature networks."""
+    p.add_argument("--dataset", required=required)
+    p.add_argument("--ref", nargs="+", required=required, help="FEATURE=PATH reference statistics")
+    p.add_argument("--classifier", default=None)
+    p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
+    tracking_args(p)
+
+
 def _grid_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--model", required=True)
@@ -160,6 +169,14 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, nargs="+", help="directory for steps<N>.npz files, one per --sampler")
     p.add_argument("--shard", type=int, default=0, help="draw shard k of --shards (eval.sample_shards; ndm/pipeline/shards.py)")
     p.add_argument("--shards", type=int, default=1, help="number of shards the sample set is split into (1: the whole set)")
+    p.add_argument(
+        "--fid-out",
+        nargs="+",
+        default=None,
+        help="one fid JSON per --sampler: also compute the Frechet distances in this job, as `ndm evaluate-samples` "
+        "would (needs --dataset and --ref; not with --shards > 1)",
+    )
+    _score_args(p, required=False)
 
 
 @command("sample-grid", "samples of a model with one or more samplers at every configured step count")(_grid_args)
@@ -170,17 +187,27 @@ def cmd_grid(args: argparse.Namespace) -> int:
     _threads(args)
     if len(args.sampler) != len(args.out_dir):
         raise SystemExit(f"sample-grid: {len(args.sampler)} sampler(s) but {len(args.out_dir)} --out-dir(s); give one --out-dir per --sampler")
+    if args.fid_out is not None:
+        if len(args.fid_out) != len(args.sampler) or not args.dataset or not args.ref:
+            raise SystemExit("sample-grid: --fid-out needs one path per --sampler, --dataset and --ref FEATURE=PATH")
+        if args.shards > 1:
+            raise SystemExit("sample-grid: --fid-out scores a whole sample set; with --shards > 1 score the merged shards with `ndm evaluate-samples`")
     config = load_yaml(args.config)
+    sets = []
     for sampler, out_dir in zip(args.sampler, args.out_dir):
         files = sample_grid(args.model, config, sampler, out_dir, device=_device(args.device), progress=not args.no_progress,
                             shard=args.shard, shards=args.shards)
+        sets.append(files)
         print(json.dumps([str(f) for f in files]))
+    if args.fid_out is not None:
+        # In the sampling job: one job per model instead of two (a job's start-up is a third of
+        # a small CPU job; docs/performance.md).
+        _score(args, config, sets, args.fid_out)
     return 0
 
 
 def _fd_args(p: argparse.ArgumentParser) -> None:
     _common(p)
-    p.add_argument("--dataset", required=True)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--samples", nargs="+", help="steps<N>.npz files of one (model, sampler)")
     group.add_argument(
@@ -188,8 +215,6 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
         nargs="+",
         help="manifest.json files written by `ndm sample-grid`, one per sampler; with --out in the same order",
     )
-    p.add_argument("--ref", nargs="+", required=True, help="FEATURE=PATH reference statistics")
-    p.add_argument("--classifier", default=None)
     p.add_argument(
         "--shards",
         type=int,
@@ -197,22 +222,16 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
         help="K > 1: --manifest gives K shard manifests per --out (sampler-major, shard order); each group is merged "
         "into the sampler directory (the shard directory's parent) before the distances",
     )
-    p.add_argument("--bootstrap", type=int, default=10, help="bootstrap resamples for the standard error")
     p.add_argument("--out", nargs="+", required=True, help="one JSON per --manifest (or one for --samples)")
-    tracking_args(p)
+    _score_args(p, required=True)
 
 
 @command("evaluate-samples", "Frechet distances (per feature space) of sample files against reference stats")(_fd_args)
 def cmd_fd(args: argparse.Namespace) -> int:
     from ndm.pipeline.config import load_yaml
-    from ndm.pipeline.evaluate import evaluate_samples, sample_feature_extractors
 
     _threads(args)
     config = load_yaml(args.config)
-    refs = dict(item.split("=", 1) for item in args.ref)
-    # Several sample sets of one model in one job (one per sampler): the feature networks and
-    # reference stats load once, and the pipeline runs one job per model instead of one per
-    # (model, sampler). Each set still gets its own JSON and its own MLflow run.
     if args.shards > 1 and args.manifest:
         from ndm.pipeline.shards import merge_shards
 
@@ -224,8 +243,21 @@ def cmd_fd(args: argparse.Namespace) -> int:
         sets = [args.samples] if args.samples else [json.loads(Path(m).read_text())["files"] for m in args.manifest]
     if len(sets) != len(args.out):
         raise SystemExit(f"evaluate-samples: {len(sets)} sample set(s) but {len(args.out)} --out path(s); give one --out per --manifest")
+    _score(args, config, sets, args.out)
+    return 0
+
+
+def _score(args: argparse.Namespace, config: dict, sets: list, outs: list[str]) -> None:
+    """Frechet distances of each sample set, each to its own JSON and its own MLflow run.
+
+    Several sets of one model in one job (one per sampler): the feature networks and reference
+    stats load once, and the pipeline runs one job per model instead of one per (model, sampler).
+    """
+    from ndm.pipeline.evaluate import evaluate_samples, sample_feature_extractors
+
+    refs = dict(item.split("=", 1) for item in args.ref)
     extractors = sample_feature_extractors(config, args.dataset, refs, args.classifier)
-    for files, out_path in zip(sets, args.out):
+    for files, out_path in zip(sets, outs):
         out = evaluate_samples(config, args.dataset, files, refs, out_path, args.classifier, args.bootstrap, extractors=extractors)
         metrics = {}
         for r in out["results"]:
@@ -233,7 +265,6 @@ def cmd_fd(args: argparse.Namespace) -> int:
                 metrics[f"{name}_steps{r['steps']}"] = m["value"]
         _log_result(args, config, out, f"evaluate-samples/{out.get('sampler', '')}", metrics, out_path)
         print(json.dumps({"out": out_path, **{k: round(v, 4) for k, v in metrics.items()}}))
-    return 0
 
 
 # ----------------------------------------------------------------- helpers

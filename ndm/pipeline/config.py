@@ -126,8 +126,8 @@ class EvalConfig:
     fid: FidConfig = field(default_factory=FidConfig)
     paper_setting: PaperSetting = field(default_factory=PaperSetting)
     # per_sampler: one sampling job per (model, sampler), parallel on a cluster; per_model: one
-    # job samples every sampler (on a CPU, where a job's start-up, mostly imports, rivals
-    # the sampling of a small model: docs/performance.md).
+    # job samples every sampler and scores the samples (on a CPU, where a job's start-up,
+    # mostly imports, rivals the sampling of a small model: docs/performance.md).
     sample_jobs: str = "per_sampler"
     # K > 1 splits every sampling job into K shard jobs (each n_samples / K samples, its own
     # noise stream from (seed, steps, shard)); the evaluate_samples job merges them before the
@@ -332,8 +332,8 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if model_name_error(variant) is not None:
         raise ConfigError(f"variants: {model_name_error(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
-    # The dataset's seeds pick which runs exist (dataset_seeds), not how one run trains.
-    section.pop("seeds", None)
+    for key in ("seeds", "multi_seed_variants"):  # which runs exist (run_seeds), not how one trains
+        section.pop(key, None)
     all_overrides = section.pop("variant_overrides", None) or {}
     for name, override in all_overrides.items():
         if model_name_error(name) is not None:
@@ -350,7 +350,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
     unknown = sorted(set(section) - {"data", "model", "train"})
     if unknown:
-        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "variant_overrides"]))
+        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "multi_seed_variants", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
     model_dict["variant"] = base
     # A data section without a name loads the dataset its section is named after.

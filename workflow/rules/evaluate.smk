@@ -1,6 +1,8 @@
 # Evaluation stage: likelihood (NELBO at every T, ODE NLL) per model; samples per (model,
 # sampler) at every step count (cached: several feature spaces read the same samples);
-# Frechet distances per (model, sampler) against the dataset's cached reference stats.
+# Frechet distances per (model, sampler) against the dataset's cached reference stats, in the
+# sampling job itself with eval.sample_jobs: per_model (unsharded), else in one
+# evaluate_samples job per model.
 
 
 rule evaluate_likelihood:
@@ -106,19 +108,25 @@ rule sample_shard:
 for _d in DATASETS:
     if eval_cfg(_d).sample_jobs != "per_model":
         continue
-    # Sharded per_model: shard<k> of every sampler in one job (the wildcard `shard`); else none.
-    # K = 1 keeps the rule's shell text and params as they were (Snakemake's code and params
-    # rerun triggers would otherwise rerun every existing sampling job).
-    _sd = f"{os.sep}shard{{shard}}" if shards(_d) > 1 else ""
-    _shard_cli = f" --shard {{wildcards.shard}} --shards {shards(_d)}" if shards(_d) > 1 else ""
+    # Sharded per_model: shard<k> of every sampler in one job (the wildcard `shard`); the
+    # evaluate_samples job below merges and scores the shards. Unsharded: the job also scores
+    # its samples (fid/<sampler>.json), so a model costs one evaluation job here, not two
+    # (a job's start-up is a third of a small CPU job, docs/performance.md).
+    _sharded = shards(_d) > 1
+    _sd = f"{os.sep}shard{{shard}}" if _sharded else ""
+    _shard_cli = f" --shard {{wildcards.shard}} --shards {shards(_d)}" if _sharded else ""
+    _score_cli = "" if _sharded else f" --dataset {_d} --fid-out {{output.fid}} {_fd_args(_d)}"
 
     rule:
         name:
             f"sample_grid_{_d}"
         input:
-            f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/model.pt",
+            model=f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/model.pt",
+            refs=[] if _sharded else [f"{RESULTS}/{_d}/ref_{f}.npz" for f in features(_d)],
+            classifier=[f"{RESULTS}/{_d}/classifier.pt"] if "classifier" in features(_d) and not _sharded else [],
         output:
-            [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}{_sd}/manifest.json" for s in samplers(_d)],
+            manifests=[f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/samples/{s}{_sd}/manifest.json" for s in samplers(_d)],
+            fid=[] if _sharded else [f"{RESULTS}/{_d}/{{variant}}/seed{{seed}}/fid/{s}.json" for s in samplers(_d)],
         params:
             config=CONFIG_PATH,
             ndm=NDM,
@@ -140,14 +148,17 @@ for _d in DATASETS:
             runtime=lambda wc, _d=_d: res(_d, "sample", "runtime", 60),
             gpu=lambda wc, _d=_d: res(_d, "sample", "gpu", 0),
         shell:
-            "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {params.samplers} "
-            f"--out-dir {{params.out_dirs}}{_shard_cli} --threads {{threads}} --no-progress > {{log}} 2>&1"
+            "{params.ndm} sample-grid --config {params.config} --model {input.model} --sampler {params.samplers} "
+            f"--out-dir {{params.out_dirs}}{_shard_cli}{_score_cli} --threads {{threads}} --no-progress > {{log}} 2>&1"
 
 
 # One job per model scores every sampler's samples (the feature networks and reference stats
-# load once; per-(model, sampler) jobs spent most of their time starting up). The outputs are
+# load once; per-(model, sampler) jobs spent most of their time starting up), where the
+# sampling job has not scored them already. The outputs are
 # one fid/<sampler>.json per sampler of the dataset, so the rule is declared per dataset.
 for _d in DATASETS:
+    if eval_cfg(_d).sample_jobs == "per_model" and shards(_d) == 1:
+        continue  # scored in its sample_grid job (above)
     # Sharded (K > 1): the job also merges the shards into the sampler directories; its --out
     # names the fid files only. K = 1: the rule's outputs, params and shell text as they were.
     _n = len(samplers(_d))
