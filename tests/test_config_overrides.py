@@ -80,6 +80,38 @@ def test_dataset_seeds_add_runs_to_that_dataset_only(tmp_path):
     assert job_counts(out)["train"] == 6 and job_counts(out)["evaluate_likelihood"] == 6
 
 
+def test_multi_seed_variants_run_the_other_seeds_alone(tmp_path):
+    """datasets.toy2d.multi_seed_variants: [ndm, vdm]: on toy2d's seeds [0, 1], ndm trains both
+    (vdm is not in `variants`: nothing), ddpm seed 0 only; the report expects the same runs."""
+    from ndm.report.collect import collect
+
+    work = workdir_copy(tmp_path / "w")
+    config = {**SMOKE, "seeds": [0], "variants": ["ddpm", "ndm"]}
+    config["datasets"] = {**SMOKE["datasets"], "toy2d": {**SMOKE["datasets"]["toy2d"], "seeds": [0, 1], "multi_seed_variants": ["ndm", "vdm"]}}
+    (work / "configs/multi_seed.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(["-n", "all", "--configfile", "configs/multi_seed.yaml"], cwd=work, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    outputs = [f.strip() for line in out.splitlines() if line.strip().startswith("output:") for f in line.split(":", 1)[1].split(",")]
+    runs = f"{SMOKE['results']}/{{}}/{{}}/seed{{}}/model.pt"
+    expected = {runs.format("toy2d", "ndm", 1)} | {runs.format(d, v, 0) for d in ("toy2d", "digits") for v in ("ddpm", "ndm")}
+    assert {f for f in outputs if f.endswith("/model.pt")} == expected
+    assert job_counts(out)["train"] == 5 and job_counts(out)["evaluate_likelihood"] == 5
+    res = collect(config, work / SMOKE["results"])
+    assert sorted(res.expected_runs) == sorted(("toy2d" if "toy2d" in f else "digits", f.split("/")[-3], int(f.split("/")[-2][4:])) for f in expected)
+    assert res.seeds_expected("toy2d", "ddpm") == 1 and res.seeds_expected("toy2d", "ndm") == 2
+
+
+@pytest.mark.parametrize("listed, needle", [("ndm", "must be a list of model names"), (["ndn"], "ndm")])
+def test_multi_seed_variants_are_checked(listed, needle):
+    from ndm.pipeline.config import ConfigError
+    from ndm.pipeline.config_check import check_pipeline_config
+
+    config = {**SMOKE, "datasets": {**SMOKE["datasets"], "toy2d": {**SMOKE["datasets"]["toy2d"], "multi_seed_variants": listed}}}
+    with pytest.raises(ConfigError, match=f"datasets.toy2d.multi_seed_variants.*{needle}"):
+        check_pipeline_config(config, SCHEMA)
+
+
 def test_nested_override_changes_one_dataset_only(tmp_path):
     rc, out, work = dry_run(tmp_path, "--config", "datasets={digits: {train: {steps: 50}}}")
     assert rc == 0, out[-3000:]

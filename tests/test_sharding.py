@@ -18,7 +18,8 @@ from test_config_overrides import job_counts
 from test_pipeline import REPO, snakemake, workdir_copy
 
 from ndm.cli.main import main as ndm_main
-from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config
+from ndm.pipeline.config import ConfigError, resolve_eval_config
+from ndm.pipeline.config_axes import run_seeds
 from ndm.pipeline.shards import merge_shards, noise_seed, shard_size
 
 K = 3
@@ -148,7 +149,7 @@ def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
     """K = 3: 3 sample_shard jobs per (model, sampler) with per_sampler jobs, 3 per model with
     per_model; one merge (evaluate_samples) job per model either way."""
     default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
-    n_models = {d: len(default["variants"]) * len(dataset_seeds(default, d)) for d in default["datasets"]}
+    n_models = {d: sum(len(run_seeds(default, d, v)) for v in default["variants"]) for d in default["datasets"]}
     for mode in ("per_sampler", "per_model"):
         work = workdir_copy(tmp_path / mode)
         proc = snakemake(["-n", "-p", "all", "--config", f"defaults={{eval: {{sample_shards: 3, sample_jobs: {mode}}}}}"], cwd=work, timeout=300)

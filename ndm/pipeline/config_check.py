@@ -113,6 +113,21 @@ def _check_dataset_seeds(datasets: Mapping) -> None:
             _check_seeds(section["seeds"], f"datasets.{name}.seeds", example)
 
 
+def _check_multi_seed_variants(datasets: Mapping) -> None:
+    """datasets.<name>.multi_seed_variants: a list of model names (the models that run every
+    seed of the dataset; the others run its first seed only). A name that `variants` does not
+    list trains nothing (`--config variants=[ddpm]` on a config that lists more is fine)."""
+    for name, section in datasets.items():
+        if not isinstance(section, Mapping) or "multi_seed_variants" not in section:
+            continue
+        key, listed = f"datasets.{name}.multi_seed_variants", section["multi_seed_variants"]
+        if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
+            raise ConfigError(f"{key} must be a list of model names, e.g. [ddpm, vdm, ndm]; got {listed!r}")
+        for v in listed:
+            if model_name_error(v) is not None:
+                raise ConfigError(f"{key}: {model_name_error(v)}")
+
+
 def _check_variants(variants: Any) -> None:
     if not isinstance(variants, list) or not variants:
         raise ConfigError(f"variants must be a non-empty list of names, e.g. --config 'variants=[ddpm,ndm]'; got {variants!r}")
@@ -144,6 +159,7 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
     if not isinstance(datasets, Mapping) or not datasets:
         raise ConfigError(f"datasets must be a non-empty mapping of dataset sections; got {datasets!r}")
     _check_dataset_seeds(datasets)
+    _check_multi_seed_variants(datasets)
 
 
 __all__ = ["check_pipeline_config", "typed_overrides"]

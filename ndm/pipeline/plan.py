@@ -99,7 +99,8 @@ def sampling_flops_per_sample(model, costs: ModelCosts, sampler: str, steps: int
 
 def plan_row(config: dict, dataset: str, variant: str, adaptive_nfe: float, costs_model=None) -> PlanRow:
     """The FLOPs of one (dataset, variant): training, sampling (all samplers and step counts), likelihood."""
-    from ndm.pipeline.config import dataset_seeds, resolve_eval_config, resolve_run_config
+    from ndm.pipeline.config import resolve_eval_config, resolve_run_config
+    from ndm.pipeline.config_axes import run_seeds
     from ndm.pipeline.evaluate import sample_steps_for
 
     run = resolve_run_config(config, dataset, variant, 0)
@@ -113,7 +114,7 @@ def plan_row(config: dict, dataset: str, variant: str, adaptive_nfe: float, cost
     nelbo_terms = ev.nelbo_time_samples + len(ev.nelbo_steps) * ev.nelbo_step_samples + ESTIMATOR_STD_EVALS
     likelihood = ev.n_examples * nelbo_terms * costs.fwd + ev.ode.n_examples * ode_nfe * (1 + 2 * ev.ode.probes) * costs.fwd
     # The dataset's own seeds (datasets.<name>.seeds) when it has them: each is one more run.
-    return PlanRow(dataset, variant, len(dataset_seeds(config, dataset)), train, sample, likelihood, per_job)
+    return PlanRow(dataset, variant, len(run_seeds(config, dataset, variant)), train, sample, likelihood, per_job)
 
 
 def plan(config: dict, adaptive_nfe: float = 200.0) -> list[PlanRow]:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config
+from ndm.pipeline.config_axes import run_seeds
 
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 
@@ -51,22 +52,29 @@ class Results:
     ignored: list[str] = field(default_factory=list)
     # A dataset's own seeds (datasets.<name>.seeds); a dataset not listed runs `seeds`.
     seeds_by_dataset: dict[str, list[int]] = field(default_factory=dict)
+    # Every (dataset, variant, seed) the config asks for (`config_runs`); empty: every variant
+    # runs every seed of its dataset.
+    runs: list[RunKey] = field(default_factory=list)
 
     def run_dir(self, dataset: str, variant: str, seed: int) -> Path:
         return self.root / dataset / variant / f"seed{seed}"
 
-    def seeds_of(self, dataset: str) -> list[int]:
-        """The seeds the config asks for on one dataset."""
-        return self.seeds_by_dataset.get(dataset, self.seeds)
+    def seeds_of(self, dataset: str, variant: str | None = None) -> list[int]:
+        """The seeds the config asks for on one dataset (with a variant: of that model, which
+        may run the first one only: datasets.<name>.multi_seed_variants)."""
+        seeds = self.seeds_by_dataset.get(dataset, self.seeds)
+        if variant is None or not self.runs:
+            return seeds
+        return [s for s in seeds if (dataset, variant, s) in self.runs]
 
     @property
     def expected_runs(self) -> list[RunKey]:
-        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds_of(d)]
+        return [(d, v, s) for d in self.datasets for v in self.variants for s in self.seeds_of(d, v)]
 
-    def seeds_expected(self, dataset: str | None = None) -> int:
-        """Seeds a complete (dataset, variant) row has: the dataset's own count (a seed only
-        another dataset runs is not missing here); without a dataset, every seed."""
-        return len(self.seeds_of(dataset) if dataset is not None else self.seeds)
+    def seeds_expected(self, dataset: str | None = None, variant: str | None = None) -> int:
+        """Seeds a complete (dataset, variant) row has: the model's own count (a seed only
+        another dataset or model runs is not missing here); without a dataset, every seed."""
+        return len(self.seeds_of(dataset, variant) if dataset is not None else self.seeds)
 
 
 def read_json(path: Path, unreadable: list[str] | None = None) -> dict[str, Any] | None:
@@ -101,9 +109,10 @@ def config_seeds(config: dict) -> dict[str, list[int]]:
 
 
 def config_runs(config: dict) -> list[RunKey]:
-    """Every (dataset, variant, seed) run the config asks for, with each dataset's own seeds."""
+    """Every (dataset, variant, seed) run the config asks for, with each dataset's own seeds
+    (the first only for a model outside the dataset's multi_seed_variants)."""
     _, variants, _ = config_axes(config)
-    return [(d, v, s) for d, seeds in config_seeds(config).items() for v in variants for s in seeds]
+    return [(d, v, s) for d in config_seeds(config) for v in variants for s in run_seeds(config, d, v)]
 
 
 def samplers_of(config: dict, dataset: str) -> list[str]:
@@ -211,7 +220,7 @@ def collect(config: dict, results: str | Path) -> Results:
         if info:
             data_info[d] = info
         for v in variants:
-            for s in by_dataset[d]:
+            for s in run_seeds(config, d, v):
                 key = (d, v, s)
                 run = root / d / v / f"seed{s}"
                 summary = read_json(run / "train_summary.json", unreadable)
@@ -246,18 +255,19 @@ def collect(config: dict, results: str | Path) -> Results:
         ode_skipped=ode_skipped,
         missing=missing,
         unreadable=sorted(set(unreadable)),
-        ignored=_ignored_runs(root, variants, by_dataset),
+        ignored=_ignored_runs(root, config_runs(config)),
         seeds_by_dataset=by_dataset,
+        runs=config_runs(config),
     )
 
 
-def _ignored_runs(root: Path, variants: list[str], seeds_by_dataset: dict[str, list[int]]) -> list[str]:
+def _ignored_runs(root: Path, runs: list[RunKey]) -> list[str]:
     """Run directories under results/ that the config does not ask for (left out of the tables):
-    also a seed another dataset runs but this one does not."""
+    also a seed another dataset, or another model, runs but this one does not."""
     out = []
     for summary in sorted(root.glob("*/*/seed*/train_summary.json")):
         run = summary.parent
         d, v, s = run.parent.parent.name, run.parent.name, run.name.removeprefix("seed")
-        if d not in seeds_by_dataset or v not in variants or not s.isdigit() or int(s) not in seeds_by_dataset[d]:
+        if not s.isdigit() or (d, v, int(s)) not in runs:
             out.append(str(run))
     return out

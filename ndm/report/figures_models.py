@@ -85,7 +85,7 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
             (line,) = ax.plot(t, _gamma_curve(sched, t), color="0.3", linestyle=fixed_styles.get(name, "-"), linewidth=1.5, zorder=4)
             handles.setdefault(f"fixed: {name}", line)
         for v in learned_variants:
-            for s in res.seeds_of(d):
+            for s in res.seeds_of(d, v):
                 model_path = res.run_dir(d, v, s) / "model.pt"
                 if not model_path.exists():
                     missing.append(str(model_path))
@@ -122,7 +122,7 @@ def transform_variants(variants: list[str]) -> list[str]:
 def _first_model(res: Results, d: str, v: str):
     from ndm.pipeline.train import load_trained_model
 
-    for s in res.seeds_of(d):
+    for s in res.seeds_of(d, v):
         p = res.run_dir(d, v, s) / "model.pt"
         if p.exists():
             try:
@@ -243,7 +243,7 @@ def _transform_points(loaded: dict, x, dataset: str, path: Path) -> list[Path]:
 
 
 def _manifest_records(res: Results, d: str, v: str, sampler: str) -> tuple[int, list[dict]] | None:
-    for s in res.seeds_of(d):
+    for s in res.seeds_of(d, v):
         mpath = res.run_dir(d, v, s) / "samples" / sampler / "manifest.json"
         try:
             manifest = json.loads(mpath.read_text())

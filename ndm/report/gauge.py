@@ -71,7 +71,7 @@ def gauge_frame(res: Results, errors: list[str] | None = None) -> pd.DataFrame:
     rows: list[dict] = []
     for d in res.datasets:
         for v in learned_f_variants(res.variants):
-            for s in res.seeds_of(d):
+            for s in res.seeds_of(d, v):
                 path = res.run_dir(d, v, s) / "model.pt"
                 if not path.exists():
                     continue

@@ -77,8 +77,12 @@ def _seeds_text(res: Results) -> str:
     """'0, 1', or per dataset when their seeds differ: '0 (digits, patches); 0, 1 (toy2d)'."""
     groups: dict[tuple[int, ...], list[str]] = {}
     for d in res.datasets:
-        groups.setdefault(tuple(res.seeds_of(d)), []).append(d)
-    if len(groups) <= 1:
+        seeds = res.seeds_of(d)
+        multi = [v for v in res.variants if res.seeds_of(d, v) == seeds]
+        # datasets.<name>.multi_seed_variants: the other models ran the first seed only
+        name = d if len(seeds) < 2 or len(multi) == len(res.variants) else f"{d}: {', '.join(multi)}; its other models seed {seeds[0]} only"
+        groups.setdefault(tuple(seeds), []).append(name)
+    if len(groups) <= 1 and all(":" not in n for names in groups.values() for n in names):
         return ", ".join(map(str, res.seeds))
     return "; ".join(f"{', '.join(map(str, seeds))} ({', '.join(names)})" for seeds, names in groups.items())
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from ndm.names import FILE_DATASETS, SAMPLERS
-from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config, resolve_run_config
+from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
+from ndm.pipeline.config_axes import run_seeds
 
 # The `ndm` command line every rule calls. With --sdm conda a job runs in the environment
 # built from environment.yml (dependencies only) and finds the package through PYTHONPATH
@@ -25,9 +26,10 @@ DATASETS = list(config["datasets"])
 VARIANTS = list(config["variants"])
 
 
-def seeds_of(dataset):
-    """The dataset's own seeds, else the global list (datasets.<name>.seeds, ndm.pipeline.config)."""
-    return dataset_seeds(config, dataset)
+def seeds_of(dataset, variant):
+    """The seeds a model trains: the dataset's own, else the global list, cut to the first for a
+    model not in datasets.<name>.multi_seed_variants (ndm.pipeline.config_axes.run_seeds)."""
+    return run_seeds(config, dataset, variant)
 
 
 def _check_configs():
@@ -35,7 +37,7 @@ def _check_configs():
     for d in DATASETS:
         try:
             for v in VARIANTS:
-                for s in seeds_of(d):
+                for s in seeds_of(d, v):
                     run = resolve_run_config(config, d, v, s)
             resolve_eval_config(config, d)
         except ConfigError as exc:
@@ -171,7 +173,7 @@ def all_results():
     files = []
     for d in DATASETS:
         for v in VARIANTS:
-            for s in seeds_of(d):
+            for s in seeds_of(d, v):
                 m = model_dir(d, v, s)
                 files += [f"{m}/train_summary.json", f"{m}/likelihood.json"]
                 files += [f"{m}/fid/{sampler}.json" for sampler in samplers(d)]
@@ -195,7 +197,7 @@ def report_inputs():
     for d in DATASETS:
         files.append(f"{RESULTS}/{d}/data.json")
         for v in VARIANTS:
-            for s in seeds_of(d):
+            for s in seeds_of(d, v):
                 m = model_dir(d, v, s)
                 files.append(f"{m}/model.pt")
                 files += [f"{m}/samples/{sampler}/manifest.json" for sampler in samplers(d)]
