@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trained_digits import trained_digits
+from trained_digits import default_digits, trained_digits
 
 from ndm.codec import CodecError, CodecSettings, compress_to_file, decompress_file
 from ndm.codec import chain
@@ -250,27 +250,16 @@ def test_compression_config_is_checked():
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["vdm", "ndm"])
 def test_default_digits_model_rate_within_one_percent_of_nelbo(tmp_path_factory, variant):
-    """configs/default.yaml's digits model (the pipeline's results/default model when it exists with
-    the same config hash, else trained here: about 3 min each): on the whole test split the steady
-    rate is within 1% (+ 2 standard errors of the NELBO estimate) of the exact T-step NELBO, and
-    the file's net rate exceeds it by the stated overhead (initial bits and header)."""
-    from pathlib import Path
-
-    from ndm.pipeline.config import load_yaml, resolve_run_config
+    """configs/default.yaml's digits model (tests/trained_digits.py: the pipeline's results/default
+    model when it exists with the same config hash, else trained once per session and shared with
+    tests/test_training.py): on the whole test split the steady rate is within 1% (+ 2 standard
+    errors of the NELBO estimate) of the exact T-step NELBO, and the file's net rate exceeds it by
+    the stated overhead (initial bits and header)."""
     from ndm.pipeline.evaluate import load_split
-    from ndm.pipeline.train import MODEL, load_trained_model, train
+    from ndm.pipeline.train import load_trained_model
 
-    run = resolve_run_config(load_yaml("configs/default.yaml"), "digits", variant, 0)
-    out = tmp_path_factory.getbasetemp() / f"default-digits-{variant}-{run.hash()}"
-    pipeline_model = Path(f"results/default/digits/{variant}/seed0/{MODEL}")
-    if pipeline_model.exists() and load_trained_model(pipeline_model)[1].hash() == run.hash():
-        model_path = pipeline_model
-    else:
-        if not (out / MODEL).exists():
-            train(run, out, progress=False)
-        model_path = out / MODEL
-    out.mkdir(parents=True, exist_ok=True)
-    model, run = load_trained_model(model_path)
+    model, run = load_trained_model(default_digits(variant, tmp_path_factory.getbasetemp()))
+    out = tmp_path_factory.mktemp(f"bbans-{variant}")
     x, ds = load_split(run, "test")
     levels = data_to_levels(x, ds.levels)
     for T in (10, 100):

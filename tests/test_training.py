@@ -6,56 +6,48 @@ simplest likelihood model of discrete images; any diffusion model that learned p
 dependencies beats it. "Well below" here: at least 0.1 bits/dim and 4 standard errors
 under it, on the 297-image test split.
 
-The model settings are configs/default.yaml's digits entry (read from it, so the test checks
-what the pipeline runs), trained for STEPS steps. The eight trainings run in two worker
-processes (one torch thread each), started once for the module: about 3 minutes on 2 cores.
+The models are configs/default.yaml's digits runs (read from it, so the test checks what the
+pipeline runs: STEPS steps), from tests/trained_digits.py's session cache, which the
+compression tests share. The trainings left run in two worker processes (one torch thread
+each), started once for the module: about 3 minutes on 2 cores for all eight.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from ndm.pipeline.data import load_dataset
 from ndm.pipeline.evaluate import histogram_baseline_bpd
 from ndm.model.specs import VARIANTS
+from trained_digits import default_digits
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 400
 # Slowest first, so that two workers finish together.
 ORDER = ["ndm-latent", "ndm-vdm", "vdm", "ndm", "ndm-blur", "ddpm", "vdm-fixed", "flow"]
 
 
-def digits_config(steps: int) -> dict:
-    default = yaml.safe_load((ROOT / "configs/default.yaml").read_text())
-    entry = default["datasets"]["digits"]
-    train = {**default["defaults"]["train"], **entry.get("train", {}), "steps": steps, "log_every": 100, "checkpoint_every": 10_000}
-    return {"datasets": {"digits": {"data": entry["data"], "model": entry["model"], "train": train}}}
-
-
-def train_and_score(variant: str, steps: int) -> dict:
-    """Worker: train one variant on digits, return its test NELBO (bits/dim)."""
+def train_and_score(variant: str, base: Path) -> dict:
+    """Worker: the default digits model of one variant (trained unless cached), its test NELBO (bits/dim)."""
     torch.set_num_threads(1)
-    from ndm.pipeline.config import resolve_run_config
     from ndm.pipeline.data import to_model_space
     from ndm.estimators.likelihood import continuous_nelbo
-    from ndm.pipeline.train import load_trained_model, train
+    from ndm.pipeline.train import SUMMARY, load_trained_model
 
     ds = load_dataset("digits", seed=0)
-    run = resolve_run_config(digits_config(steps), "digits", variant, seed=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = train(run, Path(tmp), progress=False)
-        model, _ = load_trained_model(result.model_path)
+    model_path = default_digits(variant, base)
+    model, run = load_trained_model(model_path)
+    assert run.train.steps == STEPS, f"configs/default.yaml trains digits for {run.train.steps} steps; this test states {STEPS}"
     x = to_model_space(ds.test, ds.levels)
     est = continuous_nelbo(model, x, n_time_samples=16, generator=torch.Generator().manual_seed(0))
-    return {"bpd": est.bpd, "stderr": est.bpd_stderr, "wall_s": result.wall_s}
+    wall_s = json.loads((model_path.parent / SUMMARY).read_text())["wall_s"]
+    return {"bpd": est.bpd, "stderr": est.bpd_stderr, "wall_s": wall_s}
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +57,11 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def trained() -> dict[str, dict]:
+def trained(tmp_path_factory) -> dict[str, dict]:
     assert sorted(ORDER) == sorted(VARIANTS), "ORDER must list every variant"
+    base = tmp_path_factory.getbasetemp()
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {v: pool.submit(train_and_score, v, STEPS) for v in ORDER}
+        futures = {v: pool.submit(train_and_score, v, base) for v in ORDER}
         return {v: f.result(timeout=1200) for v, f in futures.items()}
 
 
