@@ -81,6 +81,25 @@ def test_smoke_pipeline_outputs(smoke_run):
     assert (reports / "figures" / "fid_vs_nfe.png").stat().st_size > 1000
 
 
+def test_no_shell_directive_is_an_f_string():
+    """Snakemake evaluates a rule's shell expression when a job runs, not where the rule is
+    defined: an f-string there reads a rule loop's variables (`_d`) at their last value, so a
+    rule declared per dataset ran another dataset's command (the dry run, which prints the
+    rule-time text, showed the right one). Per-dataset values go through params instead."""
+    offenders = []
+    for smk in sorted((REPO / "workflow/rules").glob("*.smk")):
+        lines = smk.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() == "shell:":
+                indent = len(line) - len(line.lstrip())
+                for body in lines[i + 1 :]:
+                    if body.strip() and len(body) - len(body.lstrip()) <= indent:
+                        break
+                    if body.lstrip().startswith(("f\"", "f'", "rf\"", "fr\"")):
+                        offenders.append(f"{smk.name}: {body.strip()[:80]}")
+    assert not offenders, offenders
+
+
 def test_sampling_job_scores_as_the_evaluate_samples_command(smoke_run, tmp_path):
     """toy2d's sample_jobs: per_model: its sample_grid job wrote fid/<sampler>.json itself; the
     standalone `ndm evaluate-samples` on the same samples gives the same distances."""

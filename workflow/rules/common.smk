@@ -131,6 +131,15 @@ def evaluate_samples_outputs(d):
     return files
 
 
+def per_model_sample_args(d, wc):
+    """The per-model sampling job's options past --out-dir: its shard when sharded, else what
+    scoring its samples in the same job needs (the fid files, the dataset, reference stats)."""
+    if shards(d) > 1:
+        return f"--shard {wc.shard} --shards {shards(d)}"
+    fid = " ".join(f"{model_dir(d, wc.variant, wc.seed)}/fid/{s}.json" for s in samplers(d))
+    return f"--dataset {d} --fid-out {fid} {_fd_args(d)}"
+
+
 def evaluate_samples_args(d):
     return f"{_fd_args(d)} --shards {shards(d)}" if shards(d) > 1 else _fd_args(d)
 

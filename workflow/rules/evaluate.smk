@@ -112,10 +112,10 @@ for _d in DATASETS:
     # evaluate_samples job below merges and scores the shards. Unsharded: the job also scores
     # its samples (fid/<sampler>.json), so a model costs one evaluation job here, not two
     # (a job's start-up is a third of a small CPU job, docs/performance.md).
+    # The shell text is evaluated when a job runs, after this loop has ended, so what differs
+    # per dataset reaches it through params (bound here with _d=_d), never through _d itself.
     _sharded = shards(_d) > 1
     _sd = f"{os.sep}shard{{shard}}" if _sharded else ""
-    _shard_cli = f" --shard {{wildcards.shard}} --shards {shards(_d)}" if _sharded else ""
-    _score_cli = "" if _sharded else f" --dataset {_d} --fid-out {{output.fid}} {_fd_args(_d)}"
 
     rule:
         name:
@@ -133,6 +133,7 @@ for _d in DATASETS:
             samplers=" ".join(samplers(_d)),
             out_dirs=lambda wc, _d=_d, _sd=_sd: " ".join(f"{model_dir(_d, wc.variant, wc.seed)}/samples/{s}{_sd.replace('{shard}', str(getattr(wc, 'shard', '')))}" for s in samplers(_d)),
             eval_hash=lambda wc, _d=_d: eval_hash(_d),
+            extra=lambda wc, _d=_d: per_model_sample_args(_d, wc),
         wildcard_constraints:
             seed=r"\d+",
             shard=r"\d+",
@@ -149,7 +150,7 @@ for _d in DATASETS:
             gpu=lambda wc, _d=_d: res(_d, "sample", "gpu", 0),
         shell:
             "{params.ndm} sample-grid --config {params.config} --model {input.model} --sampler {params.samplers} "
-            f"--out-dir {{params.out_dirs}}{_shard_cli}{_score_cli} --threads {{threads}} --no-progress > {{log}} 2>&1"
+            "--out-dir {params.out_dirs} {params.extra} --threads {threads} --no-progress > {log} 2>&1"
 
 
 # One job per model scores every sampler's samples (the feature networks and reference stats
@@ -160,9 +161,9 @@ for _d in DATASETS:
     if eval_cfg(_d).sample_jobs == "per_model" and shards(_d) == 1:
         continue  # scored in its sample_grid job (above)
     # Sharded (K > 1): the job also merges the shards into the sampler directories; its --out
-    # names the fid files only. K = 1: the rule's outputs, params and shell text as they were.
+    # names the fid files only (the outputs' first len(samplers) entries). Per-dataset values
+    # reach the shell through params: its text is evaluated when a job runs, after this loop.
     _n = len(samplers(_d))
-    _fd_out = "{output}" if shards(_d) == 1 else " ".join(f"{{output[{i}]}}" for i in range(_n))
 
     rule:
         name:
@@ -180,6 +181,7 @@ for _d in DATASETS:
             ndm=NDM,
             dataset=_d,
             args=lambda wc, _d=_d: evaluate_samples_args(_d),
+            fid_out=lambda wc, output, _n=_n: " ".join(output[:_n]),
             eval_hash=lambda wc, _d=_d: eval_hash(_d),
         wildcard_constraints:
             seed=r"\d+",
@@ -196,5 +198,5 @@ for _d in DATASETS:
             gpu=lambda wc, _d=_d: res(_d, "small", "gpu", 0),
         shell:
             "{params.ndm} evaluate-samples --config {params.config} --dataset {params.dataset} "
-            f"--manifest {{input.manifests}} --out {_fd_out} "
+            "--manifest {input.manifests} --out {params.fid_out} "
             "{params.args} --threads {threads} > {log} 2>&1"
