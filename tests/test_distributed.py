@@ -175,3 +175,43 @@ def test_resume_with_another_number_of_processes(tmp: Path, reference: Path):
     diff = max(abs(a - b) for a, b in zip(ref, got))
     print(f"2-process checkpoint resumed by 1 process: max curve difference {diff:.3g}, final {got[-1]:.5f} vs {ref[-1]:.5f}")
     assert abs(got[-1] - ref[-1]) <= OTHER_N_TOLERANCE
+
+
+def test_dropout_masks_are_the_global_batchs_rows(monkeypatch):
+    """With dropout, N processes still draw what one would: each rank's masks are the global
+    batch's at its rows (ndm.model.time_sampling.global_batch_rows). Two ranks emulated in one
+    process from the same RNG state reproduce the 1-process loss and gradient; with each rank
+    drawing masks for its own rows only (nn.Dropout's way), rank 1's masks equal rank 0's and
+    the gradient differs."""
+    from ndm.model.networks import layers
+    from ndm.model.specs import ModelConfig, NetworkConfig
+    from ndm.model.time_sampling import BatchRows
+    from ndm.model.variants import build_model
+
+    net = NetworkConfig(kind="unet", channels=8, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.5)
+    model = build_model(ModelConfig(variant="ndm", network=net, transform_network=net, parameterization="x"), (1, 8, 8), 17)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # off the zero init of the layers behind each dropout, so the masks matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    model.train()
+    x = torch.rand(8, 1, 8, 8, generator=gen) * 2 - 1
+
+    def loss_and_grad(rows):
+        torch.manual_seed(0)
+        model.zero_grad()
+        loss, _ = model.training_loss(x if rows is None else rows.take(x), None, "uniform", rows)
+        loss.backward()
+        return loss.item(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    def two_ranks():
+        ranks = [loss_and_grad(BatchRows(r * 4, (r + 1) * 4, 8)) for r in (0, 1)]
+        return sum(r[0] for r in ranks) / 2, (ranks[0][1] + ranks[1][1]) / 2
+
+    one, g_one = loss_and_grad(None)
+    two, g_two = two_ranks()
+    assert abs(one - two) < 1e-5 * max(1.0, abs(one)), (one, two)
+    assert (g_one - g_two).abs().max() <= 1e-5 * g_one.abs().max(), (g_one - g_two).abs().max()
+    monkeypatch.setattr(layers, "current_batch_rows", lambda: None)  # per-rank masks
+    per_rank, g_per_rank = two_ranks()
+    assert (g_one - g_per_rank).abs().max() > 1e-2 * g_one.abs().max(), (one, per_rank)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ndm.model.schedules import Schedule, ScheduleValues
-from ndm.model.time_sampling import BatchRows, draw_noise, draw_steps, draw_times
+from ndm.model.time_sampling import BatchRows, draw_noise, draw_steps, draw_times, global_batch_rows
 from ndm.model.transforms import SeparableTransform, Transform
 
 PARAMETERIZATIONS = ("eps", "x", "v")
@@ -353,14 +353,13 @@ class DiffusionModel(nn.Module):
     def training_loss(
         self, x: Tensor, n_steps: int | None = None, time_sampling: str = "uniform", rows: BatchRows | None = None
     ) -> tuple[Tensor, NelboTerms]:
-        """Mean NELBO in bits/dim for a batch, with VDM's variance objective for learned schedules.
-
-        For a learned schedule with objective "variance" the schedule's interior gets the
-        gradient of mean(L_diff^2) instead of mean(L_diff) (the end points and all networks
-        still get the NELBO's gradient); see LearnedSchedule.
-        """
+        """Mean NELBO in bits/dim for a batch, with VDM's variance objective for learned schedules
+        (a learned "variance" schedule's interior gets the gradient of mean(L_diff^2), its end points
+        and all networks the NELBO's: LearnedSchedule). With rows (x = those rows of a global
+        batch) every random draw, the networks' dropout masks included, is the global batch's."""
         box: dict = {}
-        terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None, time_sampling=time_sampling, rows=rows)
+        with global_batch_rows(rows):
+            terms = self.nelbo(x, n_steps=n_steps, variance_box=box if n_steps is None else None, time_sampling=time_sampling, rows=rows)
         bits_per_nat = bits_per_dim(1.0, self.dims)
         box["weight"] = 2.0 * terms.diffusion.detach() * bits_per_nat
         return terms.total.mean() * bits_per_nat, terms

@@ -20,7 +20,10 @@ the number of processes (ndm.pipeline.distributed).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -40,6 +43,25 @@ class BatchRows:
 
     def take(self, full: Tensor) -> Tensor:
         return full[self.start : self.stop]
+
+
+# The rows of the training batch being drawn for, while a data-parallel step runs its networks:
+# their dropout masks are then the global batch's at these rows (networks/layers.py _ddropout).
+_BATCH_ROWS: ContextVar[BatchRows | None] = ContextVar("ndm_batch_rows", default=None)
+
+
+@contextmanager
+def global_batch_rows(rows: BatchRows | None) -> Iterator[None]:
+    """Within this block the networks' dropout draws the global batch's mask at `rows` (None: as usual)."""
+    token = _BATCH_ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _BATCH_ROWS.reset(token)
+
+
+def current_batch_rows() -> BatchRows | None:
+    return _BATCH_ROWS.get()
 
 
 def draw_noise(x: Tensor, rows: BatchRows | None = None) -> Tensor:

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as tnf
 from torch import Tensor, nn
 
+from ndm.model.time_sampling import current_batch_rows
+
 
 def _groups(channels: int) -> int:
     for g in (32, 16, 8, 4, 2, 1):
@@ -88,10 +90,16 @@ def _dlayer_norm(norm: nn.LayerNorm, h: Tensor, dh: Tensor | None) -> tuple[Tens
 
 
 def _ddropout(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """The same mask for primal and tangent."""
+    """The same mask for primal and tangent; inside time_sampling.global_batch_rows, this
+    process's rows of the global batch's mask (a batch of another size draws its own)."""
     if not drop.training or drop.p == 0.0:
         return h, dh
-    mask = torch.empty_like(h).bernoulli_(1.0 - drop.p) / (1.0 - drop.p)
+    rows = current_batch_rows()
+    if rows is not None and h.shape[0] == rows.stop - rows.start:
+        full = torch.empty((rows.total, *h.shape[1:]), dtype=h.dtype, device=h.device).bernoulli_(1.0 - drop.p)
+        mask = rows.take(full) / (1.0 - drop.p)
+    else:
+        mask = torch.empty_like(h).bernoulli_(1.0 - drop.p) / (1.0 - drop.p)
     return h * mask, (None if dh is None else dh * mask)
 
 

@@ -27,7 +27,7 @@ class ResBlock(nn.Module):
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         r = self.conv1(tnf.silu(self.norm1(h)))
         r = r + self.emb(tnf.silu(emb))[:, :, None, None]
-        r = self.conv2(self.dropout(tnf.silu(self.norm2(r))))
+        r = self.conv2(_ddropout(self.dropout, tnf.silu(self.norm2(r)), None)[0])  # the masks of forward_dual
         return self.skip(h) + r
 
     def forward_dual(self, h: Tensor, dh: Tensor | None, emb: Tensor, demb: Tensor) -> tuple[Tensor, Tensor]:
