@@ -21,7 +21,7 @@ import yaml
 
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, base_variant, model_name_problem
 from ndm.pipeline.config_axes import dataset_seeds  # noqa: F401 - re-exported
-from ndm.pipeline.config_values import validate_values  # noqa: F401 - re-exported
+from ndm.pipeline.config_values import DECIMAL_NUMBER, validate_values  # noqa: F401 - re-exported
 from ndm.pipeline.errors import ConfigError, unknown_name  # noqa: F401 - re-exported
 from ndm.pipeline.provenance import config_hash
 from ndm.names import FEATURE_SPACES, SAMPLE_JOBS, SAMPLERS, TIME_GRIDS
@@ -269,6 +269,8 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         if dataclasses.is_dataclass(tp) or (inner and value is not None):
             kwargs[name] = from_dict(tp if dataclasses.is_dataclass(tp) else inner[0], value, key)
             continue
+        if isinstance(value, str) and _type_ok(0.5, tp) and not _type_ok(value, tp) and DECIMAL_NUMBER.fullmatch(value):
+            value = float(value)  # "1e-4" from a YAML 1.1 reader (DECIMAL_NUMBER's comment)
         if not _type_ok(value, tp):
             raise ConfigError(f"{key} = {value!r} has the wrong type; expected {_type_name(tp)}")
         kwargs[name] = float(value) if tp is float else value

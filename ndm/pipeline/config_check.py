@@ -15,19 +15,15 @@ value inside a list or mapping a string (`seeds=[0,1]` arrives as ['0', '1']);
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from ndm.pipeline.config import ConfigError, model_name_error, unknown_key
+from ndm.pipeline.config_values import DECIMAL_NUMBER
 
 _BOOLEANS = {"true": True, "false": False}
-# A decimal number in any of Python's spellings. YAML 1.1 (PyYAML) wants a dot and a signed
-# exponent, so it reads 1e-05 -- how Python prints 0.00001, and how a float reaches a SLURM
-# job's --config -- as a string; a config's learning rate would then fail validation there.
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _scalar(text: str) -> Any:
@@ -44,7 +40,7 @@ def _scalar(text: str) -> Any:
         return text
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         return value
-    if _NUMBER.fullmatch(text):
+    if DECIMAL_NUMBER.fullmatch(text):
         return float(text)
     return text
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ndm.model.specs import VARIANTS
 from ndm.names import DATASETS
 from ndm.pipeline.errors import ConfigError, unknown_name
+
+
+# A decimal number in any of Python's spellings. YAML 1.1 (PyYAML, and so Snakemake's
+# --configfile) wants a dot and a signed exponent, so it reads 1e-4 and 1e-05 (how Python prints
+# 0.00001, and how a float reaches a SLURM job's --config) as strings; a float field takes them.
+DECIMAL_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def validate_values(run: Any, where: str) -> None:
