@@ -430,3 +430,41 @@ def test_convert_fid_helper_weights(tmp_path):
     x = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(inception_pool3(ex.net, x), scripted(x), rtol=1e-4, atol=1e-5)
+
+
+def test_missing_weights_skip_records_the_reason_and_the_report_says_skipped(tmp_path, monkeypatch):
+    """eval.fid.if_weights_missing: fail (default) stops the reference-stats job; skip writes a
+    stats file holding only the reason, the distances of that space are recorded as skipped
+    (the others computed), and the FID table marks the rows `skipped` with the reason."""
+    from ndm.pipeline.evaluate import evaluate_samples, reference_stats
+    from ndm.metrics import load_stats, skipped_reason
+    from ndm.report.collect import collect
+    from ndm.report.tables import fid_table
+
+    monkeypatch.delenv("NDM_INCEPTION_WEIGHTS", raising=False)
+    absent = tmp_path / "absent_inception.pth"
+    fid = {"features": ["data", "inception"], "inception_weights": str(absent)}
+    ev = {"fid": fid, "samplers": ["ancestral"], "sample_steps": [2], "paper_setting": {"sampler": "ancestral", "steps": 2}}
+    config = {"seeds": [0], "variants": ["ddpm"], "datasets": {"toy2d": {"data": {"name": "toy2d", "options": {"n_train": 200, "n_test": 50}}, "eval": ev}}}
+    ref = tmp_path / "ref_inception.npz"
+    with pytest.raises(InceptionWeightsNotFound, match=str(absent)):
+        reference_stats(config, "toy2d", "inception", ref)
+    assert not ref.exists()
+    fid["if_weights_missing"] = "skip"
+    info = reference_stats(config, "toy2d", "inception", ref)
+    assert str(absent) in info["skipped"] and skipped_reason(ref) == info["skipped"]
+    with pytest.raises(ValueError, match="holds no reference statistics"):
+        load_stats(ref)
+    reference_stats(config, "toy2d", "data", tmp_path / "ref_data.npz")
+    assert skipped_reason(tmp_path / "ref_data.npz") is None
+    run = tmp_path / "results" / "toy2d" / "ddpm" / "seed0"
+    (run / "fid").mkdir(parents=True)
+    x = np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32)
+    np.savez(run / "steps2.npz", samples=x, nfe=2, nfe_F=0, seconds=0.1, steps=2, seed=0, sampler="ancestral", dataset="toy2d", variant="ddpm", time_grid="uniform-t")
+    refs = {"data": tmp_path / "ref_data.npz", "inception": ref}
+    out = evaluate_samples(config, "toy2d", [run / "steps2.npz"], refs, run / "fid" / "ancestral.json")
+    assert set(out["results"][0]["metrics"]) == {"fd_data"} and out["skipped"] == {"inception": info["skipped"]}
+    table = fid_table(collect(config, tmp_path / "results"), config, None, {}).data.set_index("metric")
+    assert table.loc["fid_inception_tf", "status"] == "skipped" and table.loc["fd_data", "status"] == "complete"
+    notes = fid_table(collect(config, tmp_path / "results"), config, None, {}).notes
+    assert any("fid_inception_tf skipped" in n and str(absent) in n for n in notes)

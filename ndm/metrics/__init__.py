@@ -35,7 +35,9 @@ from ndm.metrics.frechet import (
     frechet_from_features,
     frechet_to_reference,
     load_stats,
+    save_skipped_stats,
     save_stats,
+    skipped_reason,
 )
 from ndm.metrics.inception import (
     OFFICIAL_SHA256_PREFIX,
@@ -61,6 +63,8 @@ __all__ = [
     "FeatureStats",
     "FrechetResult",
     "InceptionWeightsNotFound",
+    "save_skipped_stats",
+    "skipped_reason",
     "TorchFidelityInception",
     "bootstrap_stderr",
     "classifier_accuracy",

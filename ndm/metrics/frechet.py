@@ -146,9 +146,27 @@ def save_stats(path: str | Path, stats: FeatureStats) -> Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def save_skipped_stats(path: str | Path, extractor: str, reason: str, meta: Mapping[str, Any] | None = None) -> Path:
+    """A reference-stats file that holds no statistics, only why (no Inception weights and
+    eval.fid.if_weights_missing: skip): no distance can be computed from it, and every
+    distance that would have been is recorded as skipped with this reason."""
+    from ndm.pipeline.results import atomic_write
+
+    arrays = {"skipped": np.str_(reason), "extractor": np.str_(extractor), "meta": np.str_(json.dumps(dict(meta or {}), sort_keys=True))}
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def skipped_reason(path: str | Path) -> str | None:
+    """Why a reference-stats file holds no statistics (save_skipped_stats), or None when it does."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        return str(z["skipped"]) if "skipped" in z.files else None
+
+
 def load_stats(path: str | Path) -> FeatureStats:
     """Read stats written by :func:`save_stats` (no pickle)."""
     with np.load(Path(path), allow_pickle=False) as z:
+        if "skipped" in z.files:
+            raise ValueError(f"{path} holds no reference statistics: {z['skipped']}")
         n = int(z["n"])
         return FeatureStats(
             mu=z["mu"].astype(np.float64),

@@ -89,6 +89,9 @@ class FidConfig:
     inception_weights: str | None = None
     classifier_steps: int = 400
     n_reference: int | None = None  # reference examples (train split); None = all
+    # Without local Inception weights: fail (the reference_stats job stops, naming the places
+    # searched) or skip (the inception/clean distances are recorded as skipped with that reason).
+    if_weights_missing: str = "fail"
 
 
 @dataclass
@@ -161,6 +164,7 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (ev.compression.batch_size >= 1, f"{where}.compression.batch_size must be >= 1"),
         (ev.compression.bins_per_std > 0, f"{where}.compression.bins_per_std must be > 0"),
         (ev.compression.order in ("auto", "posterior", "bitswap"), f"{where}.compression.order must be auto, posterior or bitswap, got {ev.compression.order!r}"),
+        (ev.fid.if_weights_missing in ("fail", "skip"), f"{where}.fid.if_weights_missing must be fail or skip, got {ev.fid.if_weights_missing!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -383,20 +387,7 @@ def run_config_from_dict(d: dict) -> RunConfig:
 
 
 __all__ = [
-    "ConfigError",
-    "DataConfig",
-    "TrainConfig",
-    "RunConfig",
-    "ModelConfig",
-    "NetworkConfig",
-    "config_hash",
-    "dataset_seeds",
-    "from_dict",
-    "load_yaml",
-    "resolve_run_config",
-    "resolve_eval_config",
-    "EvalConfig",
-    "OdeConfig",
-    "FidConfig",
+    "ConfigError", "DataConfig", "TrainConfig", "RunConfig", "ModelConfig", "NetworkConfig", "EvalConfig", "OdeConfig",
+    "FidConfig", "config_hash", "dataset_seeds", "from_dict", "load_yaml", "resolve_run_config", "resolve_eval_config",
     "run_config_from_dict",
-]
+]  # fmt: skip

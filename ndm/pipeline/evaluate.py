@@ -284,7 +284,14 @@ def reference_stats(
     if feature == "data" and ds.moments is not None:
         stats = metrics.exact_reference_stats(ds.moments, meta)
     else:
-        extractor = feature_extractor(feature, dataset, ev, classifier_path)
+        try:
+            extractor = feature_extractor(feature, dataset, ev, classifier_path)
+        except metrics.InceptionWeightsNotFound as exc:
+            if ev.fid.if_weights_missing != "skip":
+                raise
+            # Recorded, never faked: the file says why, and every distance in this space is skipped.
+            metrics.save_skipped_stats(out_path, feature, str(exc), meta)
+            return {"feature": feature, "skipped": str(exc)}
         ref = ds.train if ev.fid.n_reference is None else ds.train[: ev.fid.n_reference]
         stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
     metrics.save_stats(out_path, stats)
@@ -310,7 +317,8 @@ def evaluate_samples(
 
     if extractors is None:
         extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)
-    refs = {name: metrics.load_stats(path) for name, path in reference_files.items()}
+    skipped = {name: reason for name, path in reference_files.items() if (reason := metrics.skipped_reason(path))}
+    refs = {name: metrics.load_stats(path) for name, path in reference_files.items() if name not in skipped}
     results = []
     first = None
     for path in sorted(sample_files, key=lambda p: int(Path(p).stem.replace("steps", ""))):
@@ -329,7 +337,7 @@ def evaluate_samples(
             res = metrics.frechet_to_reference(samples, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
             entry["metrics"][res.metric] = res.to_dict()
         results.append(entry)
-    payload = {**(first or {}), "dataset": dataset, "results": results}
+    payload = {**(first or {}), "dataset": dataset, "results": results, **({"skipped": skipped} if skipped else {})}
     write_result_json(out_path, payload)
     return payload
 
@@ -337,9 +345,12 @@ def evaluate_samples(
 def sample_feature_extractors(
     config: dict, dataset: str, reference_files: dict[str, str | Path], classifier_path: str | Path | None = None
 ) -> dict[str, Any]:
-    """The feature network of each feature space that has reference stats (name -> extractor)."""
+    """The feature network of each feature space that has reference stats (name -> extractor);
+    none for a space whose stats file records why it has none (metrics.save_skipped_stats)."""
+    from ndm import metrics
+
     ev = resolve_eval_config(config, dataset)
-    return {name: feature_extractor(name, dataset, ev, classifier_path) for name in reference_files}
+    return {name: feature_extractor(name, dataset, ev, classifier_path) for name, path in reference_files.items() if metrics.skipped_reason(path) is None}
 
 
 # ------------------------------------------------------------------ misc

@@ -47,6 +47,9 @@ class Results:
     fd: pd.DataFrame
     data_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     ode_skipped: dict[RunKey, str] = field(default_factory=dict)
+    # (dataset, feature space) -> why its Frechet distances were not computed (no Inception
+    # weights and eval.fid.if_weights_missing: skip; the fid JSONs' `skipped`).
+    fd_skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -215,6 +218,7 @@ def collect(config: dict, results: str | Path) -> Results:
     train, curves, lik, fd = [], [], [], []
     data_info: dict[str, dict[str, Any]] = {}
     ode_skipped: dict[RunKey, str] = {}
+    fd_skipped: dict[tuple[str, str], str] = {}
     for d in datasets:
         info = read_json(root / d / "data.json", unreadable)
         if info:
@@ -239,6 +243,7 @@ def collect(config: dict, results: str | Path) -> Results:
                     if f:
                         try:
                             fd += _fd_rows(f, key, sampler)
+                            fd_skipped.update({(d, str(feature)): str(why) for feature, why in (f.get("skipped") or {}).items()})
                         except (KeyError, TypeError, ValueError):
                             unreadable.append(str(run / "fid" / f"{sampler}.json"))
     missing = [str(p) for p in expected_files(config, root) if not p.exists()]
@@ -253,6 +258,7 @@ def collect(config: dict, results: str | Path) -> Results:
         fd=_frame(fd, FD_COLUMNS),
         data_info=data_info,
         ode_skipped=ode_skipped,
+        fd_skipped=fd_skipped,
         missing=missing,
         unreadable=sorted(set(unreadable)),
         ignored=_ignored_runs(root, config_runs(config)),

@@ -214,6 +214,9 @@ def write_readme(
         empty = published[published["status"] != "published"]
         if not empty.empty:
             lines.append(f"- not entered (value not verified): {', '.join(f'{r.dataset}/{r.variant}' for r in empty.itertuples())}")
+    if res.fd_skipped:
+        lines += ["", "## Skipped metrics", ""]
+        lines += [f"- {d}, {f} feature space: not computed. {why}" for (d, f), why in sorted(res.fd_skipped.items())]
     if res.missing or res.unreadable or res.ignored:
         lines += ["", "## Missing files", ""]
         if res.missing:

@@ -77,12 +77,11 @@ def eval_of(config: dict, dataset: str):
 
 
 def expected_metrics(config: dict, dataset: str, fd: pd.DataFrame) -> list[str]:
-    """Metric names of a dataset: what the results have, else what its config's feature spaces give."""
+    """Metric names of a dataset: what its config's feature spaces give and what the results have
+    (a space without results keeps its rows, marked missing or skipped)."""
     have = fd[fd["dataset"] == dataset]["metric"].dropna().unique().tolist() if not fd.empty else []
-    if have:
-        return sorted(have)
     ev = eval_of(config, dataset)
-    return [FEATURE_METRIC.get(f, f) for f in (ev.fid.features if ev else [])]
+    return sorted(set(have) | {FEATURE_METRIC.get(f, f) for f in (ev.fid.features if ev else [])})
 
 
 def _mean_by(df: pd.DataFrame, keys: list[str], col: str) -> dict[tuple, float]:
@@ -276,11 +275,12 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
             for metric in expected_metrics(config, d, res.fd):
                 r = by.get((v, metric))
                 comparable = metric in FID_COMPARABLE
+                skipped = r is None and any((d, f) in res.fd_skipped for f, m in FEATURE_METRIC.items() if m == metric)
                 rows.append(
                     {
                         "dataset": d,
                         "variant": v,
-                        "status": run_status(r.seeds if r is not None else 0, res.seeds_expected(d, v)),
+                        "status": "skipped" if skipped else run_status(r.seeds if r is not None else 0, res.seeds_expected(d, v)),
                         "metric": metric,
                         "sampler": sampler,
                         "steps": steps,
@@ -315,6 +315,7 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
         "fd_classifier is a Frechet distance in the features of a small classifier trained on the dataset, and fd_data one in data space: neither is FID.",
         "Published FIDs use 50,000 samples; ours use n_samples (FID is biased upwards for small samples).",
         "± is the standard error: across seeds, or the bootstrap standard error within the run with one seed.",
+        *[f"{d}, {FEATURE_METRIC.get(f, f)} skipped: {why}" for (d, f), why in sorted(res.fd_skipped.items())],
     ]
     return Table("fid", data, display, "Frechet distance per dataset and variant at the paper's sampling setting", notes)
 
