@@ -262,7 +262,9 @@ def test_default_digits_model_rate_within_one_percent_of_nelbo(tmp_path_factory,
     out = tmp_path_factory.mktemp(f"bbans-{variant}")
     x, ds = load_split(run, "test")
     levels = data_to_levels(x, ds.levels)
-    for T in (10, 100):
+    # T = 10 is the default's compression setting; T = 100 (ten times the steps, the slowest part
+    # of this test) once, on the learned-F model.
+    for T in (10, 100) if variant == "ndm" else (10,):
         s = compress_to_file(model, levels, CodecSettings(steps=T, batch_size=32), out / f"T{T}.ndmbb")
         assert torch.equal(decompress_file(model, out / f"T{T}.ndmbb"), levels)
         nelbo = discrete_nelbo(model, x, T, n_step_samples=None, generator=torch.Generator().manual_seed(0))
