@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from ndm.pipeline.config import ConfigError, dataset_seeds, resolve_eval_config
+from ndm.pipeline.config import dataset_seeds
 from ndm.pipeline.config_axes import run_seeds
+from ndm.report.outputs import samplers_of
 
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)
 
@@ -116,13 +117,6 @@ def config_runs(config: dict) -> list[RunKey]:
     (the first only for a model outside the dataset's multi_seed_variants)."""
     _, variants, _ = config_axes(config)
     return [(d, v, s) for d in config_seeds(config) for v in variants for s in run_seeds(config, d, v)]
-
-
-def samplers_of(config: dict, dataset: str) -> list[str]:
-    try:
-        return list(resolve_eval_config(config, dataset).samplers)
-    except (ConfigError, TypeError, ValueError):
-        return []
 
 
 def expected_files(config: dict, root: Path) -> list[Path]:
