@@ -213,6 +213,7 @@ def collect(config: dict, results: str | Path) -> Results:
     data_info: dict[str, dict[str, Any]] = {}
     ode_skipped: dict[RunKey, str] = {}
     fd_skipped: dict[tuple[str, str], str] = {}
+    runs = config_runs(config)
     for d in datasets:
         info = read_json(root / d / "data.json", unreadable)
         if info:
@@ -255,9 +256,9 @@ def collect(config: dict, results: str | Path) -> Results:
         fd_skipped=fd_skipped,
         missing=missing,
         unreadable=sorted(set(unreadable)),
-        ignored=_ignored_runs(root, config_runs(config)),
+        ignored=_ignored_runs(root, runs),
         seeds_by_dataset=by_dataset,
-        runs=config_runs(config),
+        runs=runs,
     )
 
 

@@ -136,6 +136,8 @@ def per_model_sample_args(d, wc):
     scoring its samples in the same job needs (the fid files, the dataset, reference stats)."""
     if shards(d) > 1:
         return f"--shard {wc.shard} --shards {shards(d)}"
+    # The rule's fid outputs, rebuilt from the wildcards: a params function of `output` is not
+    # recorded for Snakemake's params rerun trigger (every job would look changed once).
     fid = " ".join(f"{model_dir(d, wc.variant, wc.seed)}/fid/{s}.json" for s in samplers(d))
     return f"--dataset {d} --fid-out {fid} {_fd_args(d)}"
 

@@ -161,9 +161,8 @@ for _d in DATASETS:
     if eval_cfg(_d).sample_jobs == "per_model" and shards(_d) == 1:
         continue  # scored in its sample_grid job (above)
     # Sharded (K > 1): the job also merges the shards into the sampler directories; its --out
-    # names the fid files only (the outputs' first len(samplers) entries). Per-dataset values
-    # reach the shell through params: its text is evaluated when a job runs, after this loop.
-    _n = len(samplers(_d))
+    # names the fid files only. Per-dataset values reach the shell through params: its text
+    # is evaluated when a job runs, after this loop.
 
     rule:
         name:
@@ -181,7 +180,8 @@ for _d in DATASETS:
             ndm=NDM,
             dataset=_d,
             args=lambda wc, _d=_d: evaluate_samples_args(_d),
-            fid_out=lambda wc, output, _n=_n: " ".join(output[:_n]),
+            # the fid outputs from the wildcards, not from `output` (untracked by the params trigger)
+            fid_out=lambda wc, _d=_d: " ".join(f"{model_dir(_d, wc.variant, wc.seed)}/fid/{s}.json" for s in samplers(_d)),
             eval_hash=lambda wc, _d=_d: eval_hash(_d),
         wildcard_constraints:
             seed=r"\d+",

@@ -95,11 +95,11 @@ def _ddropout(drop: nn.Dropout, h: Tensor, dh: Tensor | None) -> tuple[Tensor, T
     if not drop.training or drop.p == 0.0:
         return h, dh
     rows = current_batch_rows()
-    if rows is not None and h.shape[0] == rows.stop - rows.start:
-        full = torch.empty((rows.total, *h.shape[1:]), dtype=h.dtype, device=h.device).bernoulli_(1.0 - drop.p)
-        mask = rows.take(full) / (1.0 - drop.p)
-    else:
-        mask = torch.empty_like(h).bernoulli_(1.0 - drop.p) / (1.0 - drop.p)
+    if rows is not None and h.shape[0] != rows.stop - rows.start:
+        rows = None
+    shape = h.shape if rows is None else (rows.total, *h.shape[1:])
+    keep = torch.empty(shape, dtype=h.dtype, device=h.device).bernoulli_(1.0 - drop.p)
+    mask = (keep if rows is None else rows.take(keep)) / (1.0 - drop.p)
     return h * mask, (None if dh is None else dh * mask)
 
 
