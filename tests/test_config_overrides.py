@@ -285,3 +285,37 @@ def test_float_fields_read_yaml_1_1_exponent_strings(tmp_path):
     (work / "configs/exp.yaml").write_text((REPO / "configs/smoke.yaml").read_text().replace("lr: 3.0e-3", "lr: 3e-3"))
     proc = snakemake(["-n", "all", "--configfile", "configs/exp.yaml"], cwd=work, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_config_is_valid(name):
+    """Each config under configs/ passes the workflow's checks (user-terms check, then the schema)
+    and resolves a run config for every (dataset, model, seed) it trains: a typo in a config
+    that only a long run would reach (configs/study.yaml: two hours) fails here in seconds."""
+    from snakemake.utils import validate
+
+    from ndm.pipeline.config_axes import run_seeds
+
+    config = yaml.safe_load((REPO / "configs" / name).read_text())
+    check_pipeline_config(config, SCHEMA)
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    runs = [(d, v, s) for d in config["datasets"] for v in config["variants"] for s in run_seeds(config, d, v)]
+    assert runs
+    for d, v, s in runs:
+        run = resolve_run_config(config, d, v, s)
+        assert run.seed == s
+
+
+def test_study_runs_three_seeds_of_the_answering_variants():
+    """configs/study.yaml: 3 seeds of ddpm, vdm-fixed, vdm, ndm, ndm-vdm and flow on both datasets
+    (issue 14), the matched controls present, and ndm@compute trained for DDPM's steps scaled by
+    the FLOPs ratio the config states (fewer steps than ndm)."""
+    from ndm.pipeline.config_axes import run_seeds
+
+    study = yaml.safe_load((REPO / "configs/study.yaml").read_text())
+    assert {"ddpm@params", "vdm@params", "ndm@compute", "ndm@gauge"} <= set(study["variants"])
+    for d in study["datasets"]:
+        for v in ("ddpm", "vdm-fixed", "vdm", "ndm", "ndm-vdm", "flow"):
+            assert len(run_seeds(study, d, v)) == 3, (d, v)
+        ddpm, compute = resolve_run_config(study, d, "ddpm", 0), resolve_run_config(study, d, "ndm@compute", 0)
+        assert compute.train.steps < ddpm.train.steps

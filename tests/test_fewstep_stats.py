@@ -24,6 +24,7 @@ from ndm.report.fewstep import (
     TIE,
     WORSE,
     answer,
+    holm,
     comparison_table,
     seed_values,
     verdict,
@@ -131,3 +132,30 @@ def test_the_t_nelbo_is_paired_by_seed_too() -> None:
     row = comparison_table(pd.DataFrame(), bpd_T, per_seed).data.iloc[0]
     assert row["metric"] == "nelbo_T_bpd" and row["n_seeds"] == 2 and row["se_source"] == SE_PAIRED
     assert row["diff"] == pytest.approx(0.0) and row["diff_se"] == pytest.approx(1.0) and row["verdict"] == TIE
+
+
+def test_holm_adjusts_the_nfes_of_one_comparison_together() -> None:
+    # Hand-computed Holm: p sorted 0.01 < 0.02 < 0.04, times 3, 2, 1, kept monotone; NaN ignored.
+    assert holm([0.04, 0.01, math.nan, 0.02]) == pytest.approx([0.04, 0.03, math.nan, 0.04], nan_ok=True)
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    # One comparison over six NFEs, three seeds each: at NFE 2 NDM wins by 2 on every seed (a
+    # clear effect); at NFE 5 the seeds agree just well enough that the row's own 95% interval
+    # excludes 0; the other NFEs are noise.
+    rows = []
+    per_nfe = {2: ([10.0, 10.1, 9.9], [12.0, 12.0, 12.0]), 5: ([10.0, 10.6, 9.4], [10.8, 11.6, 10.6])}
+    for nfe in (2, 5, 10, 20, 50, 100):
+        ndm, ddpm = per_nfe.get(nfe, ([10.0, 11.0, 9.0], [10.0, 10.0, 10.0]))
+        rows.append(_fd({"ndm": ndm, "ddpm": ddpm}, nfe=float(nfe)))
+    c = _compare(pd.concat(rows, ignore_index=True)).set_index("nfe")
+    d5 = np.subtract(*per_nfe[5])
+    p5 = 2 * stats.t.sf(abs(d5.mean()) / (d5.std(ddof=1) / math.sqrt(3)), 2)
+    assert c.loc[5.0, "p"] == pytest.approx(p5) and p5 < 0.05  # the row alone would say better...
+    assert c.loc[5.0, "ci_high"] < 0  # ...its own 95% interval excludes 0...
+    assert c.loc[5.0, "p_holm"] >= 0.05 and c.loc[5.0, "verdict"] == TIE  # ...but not among six NFEs
+    assert c.loc[2.0, "p_holm"] < 0.05 and c.loc[2.0, "verdict"] == BETTER
+    ranked = c["p"].rank(method="first").astype(int)
+    assert c.loc[2.0, "p_holm"] == pytest.approx(min(1.0, (6 - ranked[2.0] + 1) * c.loc[2.0, "p"]))
+    # Another comparison (vdm) is its own family: its rows do not change NDM vs DDPM's.
+    with_vdm = _compare(pd.concat(rows + [_fd({"vdm": [12.0, 12.0, 12.0]}, nfe=2.0)], ignore_index=True))
+    same = with_vdm[with_vdm["baseline"] == "ddpm"].set_index("nfe")
+    assert same["p_holm"].tolist() == pytest.approx(c["p_holm"].tolist())

@@ -21,7 +21,7 @@ import yaml
 
 from ndm.report import compile_report, report_outputs
 from ndm.report.collect import collect
-from ndm.report.fewstep import BETTER, ONE_SEED, SE_PAIRED, SE_WITHIN, TIE, WORSE, describe, interval, verdict
+from ndm.report.fewstep import BETTER, ONE_SEED, SE_PAIRED, SE_WITHIN, TIE, WORSE, describe, family_verdicts, interval, verdict
 from ndm.report.published import data_names, load_published
 from ndm.report.tables import likelihood_table
 
@@ -288,7 +288,11 @@ def test_few_step_tables(tiny: dict) -> None:
     assert {"dataset", "baseline", "sampler", "metric", "nfe", "diff", "diff_se", "n_seeds", "se_source", "ci_low", "ci_high", "z", "verdict"} <= set(c.columns)
     assert set(c["baseline"]) == {"ddpm", "vdm"}
     assert c["diff"].to_numpy() == pytest.approx((c["ndm"] - c["baseline_value"]).to_numpy())
-    assert all(verdict(d, s, n) == v for d, s, n, v in zip(c["diff"], c["diff_se"], c["n_seeds"], c["verdict"]))
+    # verdicts judge the NFEs of one comparison together (Holm); a family verdict implies the row's own
+    for _, fam in c.groupby(["dataset", "baseline", "sampler", "metric"]):
+        p, p_holm, verdicts = family_verdicts(fam["diff"].tolist(), fam["diff_se"].tolist(), fam["n_seeds"].tolist())
+        assert fam["verdict"].tolist() == verdicts and fam["p_holm"].to_numpy() == pytest.approx(p_holm, nan_ok=True)
+        assert all(v == verdict(d, s, n) for d, s, n, v in zip(fam["diff"], fam["diff_se"], fam["n_seeds"], verdicts) if v != TIE)
     # digits has one seed of ndm: the within-run error, never a verdict; toy2d pairs its two seeds.
     one = c[c["dataset"] == "digits"]
     assert (one["n_seeds"] == 1).all() and (one["se_source"] == SE_WITHIN).all() and (one["verdict"] == ONE_SEED).all()

@@ -65,7 +65,7 @@ def _comparison(diffs: list[float], verdicts: list[str], n_seeds: int = 3) -> pd
 def test_few_step_sentence_names_the_nfes_each_way() -> None:
     text = few_step_sentence(_comparison([5.0, -3.0, 0.2], [WORSE, BETTER, TIE]), "toy")
     assert "vs ddpm +5.000 [+4.000, +6.000] at NFE 2, -3.000 [-4.000, -2.000] at NFE 10, +0.200 [-0.800, +1.200] at NFE 100" in text
-    assert "NDM better at 1 of 3 NFEs (10), ddpm better at 1 (2), not significant at 1; at 95% each, about 0.2 of 3 would exclude 0 by chance" in text
+    assert "NDM better at 1 of 3 NFEs (10), ddpm better at 1 (2), not significant at 1; the NFEs are judged together (Holm, family-wise 5%)" in text
 
 
 def test_few_step_sentence_with_one_seed_judges_nothing() -> None:

@@ -5,7 +5,8 @@ NDM is compared with each baseline at equal sampler and step count: diff = NDM -
 about models, not one training run, so the difference is paired by training seed: for each
 seed s both variants ran, d_s = value_ndm(s) - value_base(s), diff = mean d_s and, with
 n >= 2 paired seeds, se = std(d_s, ddof=1) / sqrt(n) with a 95% t interval on n - 1 degrees
-of freedom. NDM is "better" or "worse" only when that interval excludes 0. With one seed the
+of freedom. NDM is "better" or "worse" only when the row's p-value, Holm-adjusted over the
+NFEs of its comparison (dataset, baseline, sampler, metric), is below 0.05. With one seed the
 only error is the within-run one (test-set and sample noise of one training run,
 sqrt(se_ndm^2 + se_base^2)), which leaves out training variance: the difference is reported
 with its within-run interval and the verdict is "one seed: not judged", never better or
@@ -42,6 +43,8 @@ from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocab
     TIE,
     UNKNOWN,
     WORSE,
+    family_verdicts,
+    holm,
     interval,
     paired_difference,
     verdict,
@@ -51,8 +54,9 @@ from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocab
 COMPARISON_COLUMNS = [
     "dataset", "baseline", "sampler", "metric", "steps", "nfe", "nfe_F_ndm",
     "ndm", "ndm_se", "baseline_value", "baseline_se", "diff", "diff_se", "n_seeds", "se_source",
-    "ci_low", "ci_high", "z", "verdict",
+    "ci_low", "ci_high", "z", "p", "p_holm", "verdict",
 ]  # fmt: skip
+FAMILY = ["dataset", "baseline", "sampler", "metric"]  # one comparison across the NFE grid (Holm)
 SEED_COLUMNS = ["dataset", "variant", "seed", "sampler", "metric", "nfe", "value", "se"]
 
 
@@ -238,12 +242,15 @@ def comparison_table(
                     "ci_low": lo,
                     "ci_high": hi,
                     "z": diff / diff_se if diff_se and not math.isnan(diff_se) else math.nan,
-                    "verdict": verdict(diff, diff_se, n),
                 }
             )
     data = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if not data.empty:
         data = data.sort_values(["dataset", "baseline", "metric", "sampler", "nfe"], kind="stable").reset_index(drop=True)
+        data["verdict"] = data["verdict"].astype(object)
+        for _, idx in data.groupby(FAMILY, sort=False).groups.items():
+            p, p_holm, verdicts = family_verdicts(data.loc[idx, "diff"].tolist(), data.loc[idx, "diff_se"].tolist(), data.loc[idx, "n_seeds"].tolist())
+            data.loc[idx, "p"], data.loc[idx, "p_holm"], data.loc[idx, "verdict"] = p, p_holm, verdicts
     display = pd.DataFrame(
         {
             "dataset": data["dataset"],
@@ -256,6 +263,7 @@ def comparison_table(
                 for d, s, lo, hi in zip(data["diff"], data["diff_se"], data["ci_low"], data["ci_high"])
             ],
             "seeds": [f"{int(n)} ({src})" for n, src in zip(data["n_seeds"], data["se_source"])],
+            "p (Holm)": ["" if math.isnan(q) else f"{q:.2g}" for q in data["p_holm"].astype(float)],
             "verdict": data["verdict"],
         }
     )
@@ -263,7 +271,10 @@ def comparison_table(
         "diff = NDM − baseline at the same sampler and step count; lower is better for every metric, so a negative diff favours NDM.",
         (
             "With two or more seeds the difference is paired by seed (its standard error across seeds, a 95% t interval); "
-            "a verdict of better or worse means that interval excludes 0."
+            "the verdict judges the NFEs of one comparison (dataset, baseline, sampler, metric) together: better or worse "
+            "when the row's Holm-adjusted p-value (p (Holm), family-wise error 5% over the comparison's NFEs) is below 0.05. "
+            "A row whose own 95% interval just excludes 0 can therefore read no significant difference: at 95% per row, "
+            "one comparison in four would show a chance verdict somewhere on a six-NFE grid, and such verdicts flip on a rerun."
         ),
         (
             "With one seed the interval is the within-run one (test-set and sample noise of a single training run): it ignores "

@@ -175,7 +175,8 @@ def write_readme(
         "",
         "At which number of function evaluations (NFE) does NDM's advantage over DDPM and VDM disappear or reverse?",
         "Computed from [tables/few_step_comparison.csv](tables/few_step_comparison.csv): diff = NDM − baseline (lower is better), "
-        "paired by training seed; NDM is called better or worse only when the 95% interval across seeds excludes 0. "
+        "paired by training seed, with a 95% interval across seeds; NDM is called better or worse only when the comparison's NFEs, judged together "
+        "(Holm, family-wise 5% per dataset, baseline, sampler and metric), leave that NFE significant. "
         "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
         "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",
         "",

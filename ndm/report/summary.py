@@ -6,7 +6,7 @@ Each sentence is computed from the run's tables, so it changes when the results 
    (ddpm@params, vdm@params), paired by training seed, with the 95% interval and the verdict;
 2. few steps: NDM minus DDPM and VDM in Frechet distance, each model at its best sampler per
    NFE (few_step_comparison, sampler "best"), at the fewest NFE, near NFE 10 and at the most,
-   and at how many NFEs the interval excludes 0 each way;
+   and at how many NFEs it is significant each way (Holm over the NFEs);
 3. compute: the test NELBO of NDM and DDPM at equal training FLOPs, paired by seed: NDM trained
    for DDPM's FLOPs (the variant ndm@compute) where the config has it, else read off each seed's
    test-NELBO curve at the cheaper full run's FLOPs; and NDM's network FLOPs per sample (x_hat
@@ -121,7 +121,7 @@ def few_step_sentence(comparison: pd.DataFrame, dataset: str) -> str | None:
             tally = (
                 f"NDM better at {len(better)} of {len(rows)} NFEs" + (f" ({', '.join(str(int(x)) for x in better['nfe'])})" if len(better) else "")
                 + f", {base} better at {len(worse)}" + (f" ({', '.join(str(int(x)) for x in worse['nfe'])})" if len(worse) else "")
-                + f", not significant at {int(counts.get(TIE, 0))}; at 95% each, about {0.05 * len(rows):.1f} of {len(rows)} would exclude 0 by chance"
+                + f", not significant at {int(counts.get(TIE, 0))}; the NFEs are judged together (Holm, family-wise 5%)"
             )  # fmt: skip
         parts.append(f"vs {base} {', '.join(points)} ({tally})")
     if not parts:
