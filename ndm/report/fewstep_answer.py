@@ -80,7 +80,7 @@ def describe(rows: pd.DataFrame, baseline: str) -> str:
             parts.append(f"not judged (one seed) at NFE = {_nfes(after[after['verdict'] == ONE_SEED])}")
         else:
             z = after.iloc[0]
-            parts.append(f"the advantage disappears at NFE = {int(z['nfe'])} ({_pm(z)}, not significant)")
+            parts.append(f"the advantage disappears at NFE = {int(z['nfe'])} ({_pm(z)}, not significant over the NFEs, Holm)")
         return "; ".join(parts) + "."
     # no contiguous advantage: each verdict with its NFEs, in the order of the smallest NFE
     groups = []
