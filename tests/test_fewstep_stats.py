@@ -24,8 +24,8 @@ from ndm.report.fewstep import (
     TIE,
     WORSE,
     answer,
-    holm,
     comparison_table,
+    holm,
     seed_values,
     verdict,
 )
