@@ -12,6 +12,7 @@ from scipy import stats
 
 from ndm.report.collect import CURVE_COLUMNS, LIKELIHOOD_COLUMNS, Results
 from ndm.report.fewstep import COMPARISON_COLUMNS
+from ndm.report.likelihood_pairs import likelihood_pairs_frame
 from ndm.report.summary import answer_summary, compute_sentence, few_step_sentence, gauge_sentence, likelihood_sentence
 from ndm.report.verdicts import BEST, BETTER, TIE, WORSE
 
@@ -37,18 +38,29 @@ def _results(values: dict[str, list[float]], curves: pd.DataFrame | None = None)
 
 
 def test_likelihood_sentence_pairs_by_seed_with_the_across_seed_interval() -> None:
-    # ndm − ddpm per seed: −0.1, −0.2, −0.15 (consistent); ndm − vdm: −0.1, +0.1, 0 (it flips)
-    res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2], "vdm": [1.1, 1.0, 1.05]})
-    text = likelihood_sentence(res, "toy")
-    d = np.array([-0.1, -0.2, -0.15])
+    # ndm − ddpm per seed: −0.14, −0.16, −0.15 (consistent); ndm − vdm: −0.1, +0.1, 0 (it flips)
+    res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.14, 1.26, 1.2], "vdm": [1.1, 1.0, 1.05]})
+    text = likelihood_sentence(likelihood_pairs_frame(res), "toy")
+    d = np.array([-0.14, -0.16, -0.15])
     half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
     assert f"-0.150 [{-0.15 - half:+.3f}, {-0.15 + half:+.3f}] vs ddpm (NDM better)" in text
     assert "vs vdm (not significant)" in text and "paired over 3 seeds" in text
+    assert "judged together with the dataset's other test-NELBO comparisons (Holm" in text
+
+
+def test_likelihood_sentence_does_not_call_a_row_that_holm_does_not_keep() -> None:
+    # ndm − ddpm: −0.1, −0.2, −0.15: its own interval excludes 0 (p = 0.036), but it is one of
+    # two comparisons (vdm's p = 1), and Holm doubles the smallest p: 0.072, not significant.
+    res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2], "vdm": [1.1, 1.0, 1.05]})
+    text = likelihood_sentence(likelihood_pairs_frame(res), "toy")
+    assert "vs ddpm (not significant)" in text and "NDM better" not in text
+    alone = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2]})
+    assert "vs ddpm (NDM better)" in likelihood_sentence(likelihood_pairs_frame(alone), "toy")
 
 
 def test_one_seed_is_never_called_better() -> None:
     res = _results({"ndm": [1.0], "ddpm": [2.0]})  # a huge gap, tiny within-run error
-    text = likelihood_sentence(res, "toy")
+    text = likelihood_sentence(likelihood_pairs_frame(res), "toy")
     assert "(one seed: not judged)" in text and "better" not in text
 
 
@@ -88,7 +100,7 @@ def test_compute_sentence_reads_ndm_at_ddpm_s_budget_off_its_curve() -> None:
     # ddpm's full run: 400 steps x 1 GFLOP; ndm costs 2 GFLOP/step, so it is read at step 200.
     curves = _curves({"ddpm": (1e9, [[3, 2, 1.5, 1.4], [3, 2, 1.6, 1.5]]), "ndm": (2e9, [[3, 1.2, 1.0, 0.9], [3, 1.5, 1.1, 1.0]])})
     res = _results({"ndm": [0.9, 1.0], "ddpm": [1.4, 1.5]}, curves)
-    text = compute_sentence(res, pd.DataFrame(), "toy")
+    text = compute_sentence(likelihood_pairs_frame(res), pd.DataFrame(), "toy")
     # at 400 GFLOPs: ndm 1.2 and 1.5 (step 200), ddpm 1.4 and 1.5 (step 400); d = −0.2, 0.0
     assert "(400.0 GFLOPs, the cheaper full run" in text and "1.350 against DDPM's 1.450" in text
     assert "NDM − DDPM -0.100 [" in text and "over 2 seeds (not significant)" in text
@@ -96,7 +108,7 @@ def test_compute_sentence_reads_ndm_at_ddpm_s_budget_off_its_curve() -> None:
 
 def test_compute_sentence_prefers_the_run_trained_for_the_budget() -> None:
     res = _results({"ndm": [0.9, 1.0, 0.95], "ddpm": [1.4, 1.5, 1.45], "ndm@compute": [1.2, 1.3, 1.26]})
-    text = compute_sentence(res, pd.DataFrame(), "toy")
+    text = compute_sentence(likelihood_pairs_frame(res), pd.DataFrame(), "toy")
     assert text.startswith("**Compute.** Trained for DDPM's training FLOPs (ndm@compute), NDM's test NELBO is 1.253 against DDPM's 1.450")
     assert "(NDM better)" in text
 
@@ -117,7 +129,7 @@ def test_gauge_sentence_pairs_the_gauge_fixed_copy_with_ndm() -> None:
     gauge = pd.DataFrame([{"dataset": "toy", "variant": v, "t": 0.75, "offset_rms": x} for v, x in (("ndm", 6.44), ("ndm@gauge", 2.9e-4))])
     comp = _comparison([-1000.0, 5.0, 1.0], [BETTER, TIE, TIE]).assign(baseline="ndm", sampler="ode-heun")
     comp.loc[1, "nfe"] = 20.0  # NFE 2, 20, 100
-    text = gauge_sentence(res, comp, gauge, "toy")
+    text = gauge_sentence(likelihood_pairs_frame(res), comp, gauge, "toy")
     assert "rms 6.44 for ndm and 0.00029 for ndm@gauge" in text
     assert "test NELBO ndm@gauge − ndm +0.0033 [" in text and "over 3 seeds (not significant)" in text
     # NFE 10 and 20 both read the nearest NFE, 20; the verdicts list every NFE
@@ -125,4 +137,4 @@ def test_gauge_sentence_pairs_the_gauge_fixed_copy_with_ndm() -> None:
 
 
 def test_no_gauge_sentence_without_the_gauge_fixed_copy() -> None:
-    assert gauge_sentence(_results({"ndm": [1.0, 1.1]}), pd.DataFrame(), pd.DataFrame(), "toy") is None
+    assert gauge_sentence(likelihood_pairs_frame(_results({"ndm": [1.0, 1.1]})), pd.DataFrame(), pd.DataFrame(), "toy") is None

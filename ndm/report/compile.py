@@ -16,6 +16,7 @@ from ndm.model.specs import base_variant
 from ndm.report.fewstep import answer, best_sampler_table, comparison_table, empty_comparison, seed_values
 from ndm.report.study import convergence_figure, convergence_table, matched_compute_table
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
+from ndm.report.likelihood_pairs import likelihood_pairs_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
 from ndm.report.outputs import TABLES, figure_names, samplers_of
 from ndm.report.table_format import write_table
@@ -80,12 +81,13 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     # The reference gauge against the paper's F, for every gauge-fixed copy of a learned-F variant.
     gauge_pairs = [(v, base_variant(v)) for v in res.variants if v != base_variant(v) and base_variant(v) in res.variants and _is_gauge_copy(config, v)]
     gauge_comp = comparison_table(few.data, bpd_T.data, per_seed, model=gauge_pairs[0][0], baselines=[gauge_pairs[0][1]], name="gauge_comparison") if gauge_pairs else empty_comparison("gauge_comparison")
+    pairs = likelihood_pairs_table(res)
     convergence = convergence_table(res.curves, res.variants)
     matched = matched_compute_table(res.curves, res.variants)
     est_std = estimator_std_table(res)
     claims = claims_table(Path(results) / CLAIMS_FILE)
     written: list[Path] = []
-    for table in (lik, bpd_T, fid, few, best, comp, gauge_comp, est_std, claims, convergence, matched):
+    for table in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, convergence, matched):
         written += write_table(table, out / "tables")
 
     fig_dir = out / "figures"
@@ -115,15 +117,15 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
 
     from ndm.report.summary import answer_summary
 
-    reviewer = reviewer_lines(res, config, few.data, comp.data, gauge_comp.data, gauge_tab.data, convergence.data)
-    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data)
+    reviewer = reviewer_lines(res, config, few.data, comp.data, pairs.data, gauge_comp.data, gauge_tab.data, convergence.data)
+    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data, pairs=pairs.data)
     written.append(
         write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data, reviewer=reviewer, summary=summary)
     )
     return {
         "out": str(out),
         "files": len(written),
-        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, gauge_comp, est_std, claims, compression, convergence, matched)},
+        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, compression, convergence, matched)},
         "missing_files": len(res.missing),
         "unreadable_files": len(res.unreadable),
         "figure_errors": errors,

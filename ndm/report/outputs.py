@@ -14,7 +14,7 @@ def samplers_of(config: dict, dataset: str) -> list[str]:
 
 
 TABLES = [
-    "likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "gauge_comparison",
+    "likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "likelihood_pairs", "gauge_comparison",
     "estimator_std", "claims", "gauge", "compression", "convergence", "matched_compute",
 ]  # fmt: skip
 GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves", "convergence"]

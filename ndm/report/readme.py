@@ -20,6 +20,7 @@ TABLE_SENTENCES = {
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
     "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its 95% interval, the seeds behind it and a verdict.",
+    "likelihood_pairs": "every paired test-likelihood comparison the README states (NDM against each baseline, ndm@compute against DDPM, ndm@gauge against NDM, the ODE NLL), with its 95% interval, p and Holm-adjusted p over the dataset's comparisons, and the verdict.",
     "gauge_comparison": "F in the reference gauge (ndm@gauge) minus the paper's F (ndm) at each NFE and for the T-step NELBO, paired by seed (empty when the config has no gauge-fixed copy).",
     "convergence": "each variant's final test NELBO (from the curve logged every train.eval_every steps) and what the last quarter of training still gained: whether the models compared have converged.",
     "matched_compute": "every variant's test NELBO at the same training FLOPs and the same training seconds (the cheapest full run's budget), read off its curve.",

@@ -5,7 +5,8 @@ NFE); DDIM with fewer steps than training steps; ODE sampling and the ODE NLL; w
 NLL/NELBO gains over DDPM and VDM exceed the noise between training runs; whether FID gains are
 consistent across samplers; how phi (F) and theta (x_hat) are trained; F's architecture and
 size; NDM's extra parameters and training compute. Every sentence here is computed from the
-tables (few_step, few_step_comparison, gauge_comparison, gauge, convergence, train summaries),
+tables (few_step, few_step_comparison, likelihood_pairs, gauge_comparison, gauge, convergence,
+train summaries),
 so it changes when the results do. Differences are paired by seed with a 95% interval
 (ndm.report.verdicts); with one seed nothing is called better.
 """
@@ -20,7 +21,8 @@ import pandas as pd
 from ndm.report.collect import Results
 from ndm.report.fewstep_answer import describe
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, ONE_SEED, TIE, WORSE, interval, paired_difference, verdict
+from ndm.report.likelihood_pairs import COMPUTE_MATCHED, NELBO, NLL_ODE, NLL_ODE_BASELINES, ci_text, pair_row, seeds_text, verdict_label
+from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, TIE, WORSE
 
 # phi (F) and theta (x_hat, and a learned schedule) are one nn.Module, trained by one optimiser
 # on one loss; the sentence names the code so a reader can check it.
@@ -33,31 +35,15 @@ JOINT_TRAINING = (
 )
 
 
-def _seed_dict(frame: pd.DataFrame) -> dict[int, tuple[float, float]]:
-    return {int(r.seed): (float(r.value), float(r.se) if r.se is not None and np.isfinite(r.se) else math.nan) for r in frame.itertuples() if np.isfinite(r.value)}
-
-
-def _likelihood_by_seed(res: Results, dataset: str, variant: str, estimator: str) -> dict[int, tuple[float, float]]:
-    lik = res.likelihood
-    if lik.empty:
-        return {}
-    sel = lik[(lik["dataset"] == dataset) & (lik["variant"] == variant) & (lik["estimator"] == estimator)]
-    if estimator == "nelbo":
-        sel = sel[np.isinf(sel["T"].astype(float))]
-    return _seed_dict(sel.rename(columns={"bpd": "value", "stderr": "se"}))
-
-
-def paired_sentence(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]], name_a: str, name_b: str, unit: str = "bits/dim") -> str | None:
-    """'ndm − ddpm = −0.012 [−0.03, +0.006] bits/dim over 3 seeds: no significant difference'."""
-    n, diff, se, _source, mean_a, mean_b = paired_difference(a, b)
-    if n == 0:
-        return None
-    lo, hi = interval(diff, se, n)
-    v = verdict(diff, se, n)
-    label = {BETTER: f"{name_a} better", WORSE: f"{name_b} better", TIE: "no significant difference", ONE_SEED: "one seed: not judged"}.get(v, v)
-    ci = f" [{fmt_diff(lo)}, {fmt_diff(hi)}]" if np.isfinite(lo) else ""
-    seeds = f"{n} seed{'s' if n != 1 else ''}" + (" paired" if n >= 2 else ", within-run interval")
-    return f"{name_a} − {name_b} = {fmt_diff(diff)}{ci} {unit} ({fmt_num(mean_a)} vs {fmt_num(mean_b)}; {seeds}): {label}"
+def pair_sentence(row: pd.Series, unit: str = "bits/dim") -> str:
+    """'ndm − ddpm = −0.012 [−0.03, +0.006] bits/dim (1.959 vs 1.971; 3 seeds paired): not significant'
+    from a likelihood_pairs row (its verdict judged with the dataset's other comparisons, Holm)."""
+    n = int(row["n_seeds"])
+    seeds = seeds_text(n) + (" paired" if n >= 2 else ", within-run interval")
+    return (
+        f"{row['model']} − {row['baseline']} = {fmt_diff(row['diff'])}{ci_text(row)} {unit} "
+        f"({fmt_num(row['model_value'])} vs {fmt_num(row['baseline_value'])}; {seeds}): {verdict_label(row, row['model'], row['baseline'])}"
+    )
 
 
 def _fd_metric(few: pd.DataFrame, dataset: str) -> str | None:
@@ -109,6 +95,7 @@ def reviewer_lines(
     config: dict,
     few: pd.DataFrame,
     comp: pd.DataFrame,
+    pairs: pd.DataFrame,
     gauge_comp: pd.DataFrame,
     gauge: pd.DataFrame,
     convergence: pd.DataFrame,
@@ -149,11 +136,8 @@ def reviewer_lines(
                 f"below the training steps. At NFE {int(nfe10)}: {cells}." + (f" NDM vs DDPM over NFE: {text}" if text else "")
             )
         # 3. ODE sampling and the ODE NLL
-        ode_parts = []
-        for other in baselines[:2]:
-            s = paired_sentence(_likelihood_by_seed(res, d, NDM, "nll_ode"), _likelihood_by_seed(res, d, other, "nll_ode"), NDM, other)
-            if s:
-                ode_parts.append(s)
+        ode_rows = [pair_row(pairs, d, NLL_ODE, NDM, other) for other in NLL_ODE_BASELINES]
+        ode_parts = [pair_sentence(r) for r in ode_rows if r is not None]
         if ode_parts:
             lines.append("- **ODE NLL** (probability-flow ODE, Heun, dequantized): " + "; ".join(ode_parts) + ".")
         if metric:
@@ -162,12 +146,13 @@ def reviewer_lines(
                 if text:
                     lines.append(f"- **ODE sampling** ({sampler}) vs ddpm: {text}")
         # 4. NELBO gains against the seed noise
-        nelbo_parts = [paired_sentence(_likelihood_by_seed(res, d, NDM, "nelbo"), _likelihood_by_seed(res, d, b, "nelbo"), NDM, b) for b in baselines]
-        if "ndm@compute" in res.variants and "ddpm" in res.variants:
-            nelbo_parts.append(paired_sentence(_likelihood_by_seed(res, d, "ndm@compute", "nelbo"), _likelihood_by_seed(res, d, "ddpm", "nelbo"), "ndm@compute", "ddpm"))
-        nelbo_parts = [p for p in nelbo_parts if p]
+        nelbo_rows = [pair_row(pairs, d, NELBO, NDM, b) for b in baselines] + [pair_row(pairs, d, NELBO, COMPUTE_MATCHED, "ddpm")]
+        nelbo_parts = [pair_sentence(r) for r in nelbo_rows if r is not None]
         if nelbo_parts:
-            lines.append("- **NELBO gains vs seed noise** (continuous-time NELBO on the test split, paired by seed):")
+            lines.append(
+                "- **NELBO gains vs seed noise** (continuous-time NELBO on the test split, paired by seed; the dataset's "
+                "test-NELBO comparisons judged together, Holm, tables/likelihood_pairs):"
+            )
             lines += [f"  - {p}" for p in nelbo_parts]
         # 5. consistency across samplers
         if metric:
@@ -244,4 +229,4 @@ def _f_size(res: Results, config: dict, d: str) -> str:
     )
 
 
-__all__ = ["JOINT_TRAINING", "paired_sentence", "reviewer_lines"]
+__all__ = ["JOINT_TRAINING", "pair_sentence", "reviewer_lines"]

@@ -14,7 +14,9 @@ Each sentence is computed from the run's tables, so it changes when the results 
 4. gauge (configs with ndm@gauge): F's offset at t = 0.75 with and without the reference gauge,
    the NELBO difference and the few-step FD difference (ODE, DDIM, best sampler) at NFE 10, 20.
 
-Verdicts follow ndm.report.verdicts: with one seed nothing is called better.
+The likelihood, compute and gauge NELBO verdicts are read from ndm.report.likelihood_pairs (the
+dataset's test-NELBO comparisons judged together, Holm); the few-step ones from the comparison
+tables (each comparison's NFEs judged together). With one seed nothing is called better.
 """
 
 from __future__ import annotations
@@ -25,72 +27,38 @@ import numpy as np
 import pandas as pd
 
 from ndm.report.collect import Results
-from ndm.report.reviewer import _likelihood_by_seed
-from ndm.report.study import test_curve, value_at
-from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import (
-    BEST,
-    BETTER,
-    NDM,
-    NELBO_METRIC,
-    ONE_SEED,
-    TIE,
-    WORSE,
-    interval,
-    paired_difference,
-    verdict,
+from ndm.report.likelihood_pairs import (
+    COMPUTE_MATCHED,
+    GAUGE_FIXED,
+    NELBO,
+    NELBO_AT_FLOPS,
+    ci_text,
+    likelihood_pairs_frame,
+    pair_row,
+    seeds_text,
+    verdict_label,
 )
+from ndm.report.table_format import fmt_diff, fmt_num
+from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, TIE, WORSE
 
 LIKELIHOOD_BASELINES = ("ddpm", "vdm", "ddpm@params", "vdm@params")
 FEW_STEP_BASELINES = ("ddpm", "vdm")
-COMPUTE_MATCHED = "ndm@compute"  # NDM trained for DDPM's training FLOPs (configs/study.yaml)
-GAUGE_FIXED = "ndm@gauge"  # NDM with F in the reference gauge (docs/math.md)
+HOLM_NOTE = "judged together with the dataset's other test-NELBO comparisons (Holm, family-wise 5%; tables/likelihood_pairs)"
 
 
-def _label(v: str, base: str) -> str:
-    return {BETTER: "NDM better", WORSE: f"{base} better", TIE: "not significant", ONE_SEED: "one seed: not judged"}.get(v, v)
-
-
-def _diff_text(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]], base: str) -> str | None:
-    """'−0.078 [−0.130, −0.026] vs ddpm (NDM better)' from two seed -> (value, se) maps."""
-    n, diff, se, _source, _ma, _mb = paired_difference(a, b)
-    if n == 0:
+def likelihood_sentence(pairs: pd.DataFrame, dataset: str) -> str | None:
+    """Sentence 1: NDM's test NELBO against each baseline, paired by seed (tables/likelihood_pairs)."""
+    rows = [r for b in LIKELIHOOD_BASELINES if (r := pair_row(pairs, dataset, NELBO, NDM, b)) is not None]
+    if not rows:
         return None
-    lo, hi = interval(diff, se, n)
-    ci = f" [{fmt_diff(lo)}, {fmt_diff(hi)}]" if np.isfinite(lo) else ""
-    return f"{fmt_diff(diff)}{ci} vs {base} ({_label(verdict(diff, se, n), base)})"
-
-
-def _nelbo_by_seed(res: Results, dataset: str, variant: str) -> dict[int, tuple[float, float]]:
-    """Seed -> (continuous-time test NELBO, within-run se): the reviewer section's reader."""
-    return _likelihood_by_seed(res, dataset, variant, "nelbo")
-
-
-def _n_seeds(maps: list[dict]) -> int:
-    shared = set.intersection(*(set(m) for m in maps)) if maps else set()
-    return len(shared)
-
-
-def likelihood_sentence(res: Results, dataset: str) -> str | None:
-    """Sentence 1: NDM's test NELBO against each baseline, paired by seed."""
-    ndm = _nelbo_by_seed(res, dataset, NDM)
-    if not ndm:
-        return None
-    parts, seeds = [], []
-    for base in LIKELIHOOD_BASELINES:
-        other = _nelbo_by_seed(res, dataset, base)
-        text = _diff_text(ndm, other, base) if base in res.variants else None
-        if text:
-            parts.append(text)
-            seeds.append(_n_seeds([ndm, other]))
-    if not parts:
-        return None
-    lo, hi = min(seeds), max(seeds)
-    over = f"{lo}" if lo == hi else f"{lo}–{hi}"
-    how = "paired over" if lo >= 2 else "over"
+    parts = [f"{fmt_diff(r['diff'])}{ci_text(r)} vs {r['baseline']} ({verdict_label(r, 'NDM', r['baseline'])})" for r in rows]
+    seeds = sorted({int(r["n_seeds"]) for r in rows})
+    over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+    how = "paired over" if seeds[0] >= 2 else "over"
+    judged = f"; {HOLM_NOTE}" if seeds[-1] >= 2 else ""
     return (
-        f"**Likelihood.** NDM's test NELBO is {fmt_num(float(np.mean([v for v, _ in ndm.values()])))} bits/dim; "
-        f"NDM − baseline ({how} {over} seed{'s' if hi != 1 else ''}, 95% interval): " + "; ".join(parts) + "."
+        f"**Likelihood.** NDM's test NELBO is {fmt_num(float(rows[0]['model_value']))} bits/dim; "
+        f"NDM − baseline ({how} {over} seed{'s' if seeds[-1] != 1 else ''}, 95% interval): " + "; ".join(parts) + f"{judged}."
     )
 
 
@@ -129,16 +97,6 @@ def few_step_sentence(comparison: pd.DataFrame, dataset: str) -> str | None:
     return f"**Few-step sample quality.** NDM − baseline in {metric}, each model at its best sampler per NFE: " + "; ".join(parts) + "."
 
 
-def _nelbo_at_flops(curves: pd.DataFrame, dataset: str, variant: str, flops: float) -> dict[int, tuple[float, float]]:
-    pts = curves[(curves["dataset"] == dataset) & (curves["variant"] == variant)]
-    out = {}
-    for seed, g in pts.groupby("seed"):
-        y = value_at(g, "train_flops", flops)
-        if np.isfinite(y):
-            out[int(seed)] = (y, math.nan)
-    return out
-
-
 def _flops_ratio(few: pd.DataFrame, dataset: str, nfe: float = 10.0) -> tuple[float, int] | None:
     """NDM's network FLOPs per sample over DDPM's with the ancestral sampler near NFE 10."""
     if few.empty or "flops_per_sample" not in few.columns:
@@ -154,36 +112,27 @@ def _flops_ratio(few: pd.DataFrame, dataset: str, nfe: float = 10.0) -> tuple[fl
     return (fa / fb, int(x)) if fb > 0 else None
 
 
-def _versus_ddpm(ndm: dict[int, tuple[float, float]], ddpm: dict[int, tuple[float, float]]) -> str | None:
+def _versus_ddpm(row: pd.Series) -> str:
     """'1.968 against DDPM's 2.027, NDM − DDPM −0.060 [−0.110, −0.010] over 3 seeds (NDM better)'."""
-    n, diff, se, _source, m_ndm, m_ddpm = paired_difference(ndm, ddpm)
-    if n == 0:
-        return None
-    lo, hi = interval(diff, se, n)
-    ci = f" [{fmt_diff(lo)}, {fmt_diff(hi)}]" if np.isfinite(lo) else ""
     return (
-        f"{fmt_num(m_ndm)} against DDPM's {fmt_num(m_ddpm)}, NDM − DDPM {fmt_diff(diff)}{ci} "
-        f"over {n} seed{'s' if n != 1 else ''} ({_label(verdict(diff, se, n), 'DDPM')})"
+        f"{fmt_num(row['model_value'])} against DDPM's {fmt_num(row['baseline_value'])}, NDM − DDPM {fmt_diff(row['diff'])}{ci_text(row)} "
+        f"over {seeds_text(int(row['n_seeds']))} ({verdict_label(row, 'NDM', 'DDPM')})"
     )
 
 
-def compute_sentence(res: Results, few: pd.DataFrame, dataset: str) -> str | None:
+def compute_sentence(pairs: pd.DataFrame, few: pd.DataFrame, dataset: str) -> str | None:
     """Sentence 3: NDM vs DDPM at equal training FLOPs (paired by seed) and per-sample FLOPs."""
     parts = []
     # NDM trained for DDPM's FLOPs, with its own annealed schedule: no reading off a longer run.
-    matched = _nelbo_by_seed(res, dataset, COMPUTE_MATCHED) if COMPUTE_MATCHED in res.variants else {}
-    text = _versus_ddpm(matched, _nelbo_by_seed(res, dataset, "ddpm"))
-    if text:
-        parts.append(f"trained for DDPM's training FLOPs ({COMPUTE_MATCHED}), NDM's test NELBO is {text}")
-    else:
-        curves = test_curve(res.curves)
-        curves = curves[curves["dataset"] == dataset] if not curves.empty else curves
-        if not curves.empty and {NDM, "ddpm"} <= set(curves["variant"]):
-            full = curves.groupby(["variant", "seed"])["train_flops"].max().groupby("variant").mean()
-            budget = float(min(full[NDM], full["ddpm"]))
-            text = _versus_ddpm(_nelbo_at_flops(curves, dataset, NDM, budget), _nelbo_at_flops(curves, dataset, "ddpm", budget))
-            if text:
-                parts.append(f"at equal training compute ({fmt_num(budget / 1e9)} GFLOPs, the cheaper full run, read off the test-NELBO curves) NDM's test NELBO is {text}")
+    matched = pair_row(pairs, dataset, NELBO, COMPUTE_MATCHED, "ddpm")
+    read = pair_row(pairs, dataset, NELBO_AT_FLOPS, NDM, "ddpm")
+    if matched is not None:
+        parts.append(f"trained for DDPM's training FLOPs ({COMPUTE_MATCHED}), NDM's test NELBO is {_versus_ddpm(matched)}")
+    elif read is not None:
+        parts.append(
+            f"at equal training compute ({fmt_num(float(read['budget_gflops']))} GFLOPs, the cheaper full run, read off the test-NELBO curves) "
+            f"NDM's test NELBO is {_versus_ddpm(read)}"
+        )
     ratio = _flops_ratio(few, dataset)
     if ratio:
         parts.append(f"one NDM sample costs {ratio[0]:.2f}× DDPM's network FLOPs at the same NFE ({ratio[1]} ancestral steps; x̂ and F)")
@@ -200,20 +149,18 @@ def _offset_at(gauge: pd.DataFrame, dataset: str, variant: str, t: float = 0.75)
     return None if sel.empty else f"{float(sel['offset_rms'].iloc[0]):.3g}"  # offsets span 1e-4 to 30
 
 
-def gauge_sentence(res: Results, gauge_comparison: pd.DataFrame, gauge: pd.DataFrame, dataset: str) -> str | None:
+def gauge_sentence(pairs: pd.DataFrame, gauge_comparison: pd.DataFrame, gauge: pd.DataFrame, dataset: str) -> str | None:
     """Sentence 4 (configs with a gauge-fixed copy): ndm@gauge − ndm in offset, NELBO and few-step FD."""
-    if GAUGE_FIXED not in res.variants:
-        return None
-    parts = []
+    parts = []  # each part needs the gauge-fixed copy's results: none, no sentence
     off, off_fixed = _offset_at(gauge, dataset, NDM), _offset_at(gauge, dataset, GAUGE_FIXED)
     if off and off_fixed:
         parts.append(f"F's input-independent offset at t = 0.75 has rms {off} for ndm and {off_fixed} for {GAUGE_FIXED}")
-    n, diff, se, _source, _a, _b = paired_difference(_nelbo_by_seed(res, dataset, GAUGE_FIXED), _nelbo_by_seed(res, dataset, NDM))
-    if n:
-        lo, hi = interval(diff, se, n)
-        ci = f" [{fmt_diff(lo)}, {fmt_diff(hi)}]" if np.isfinite(lo) else ""
-        label = {BETTER: f"{GAUGE_FIXED} better", WORSE: "ndm better"}.get(verdict(diff, se, n), _label(verdict(diff, se, n), NDM))
-        parts.append(f"test NELBO {GAUGE_FIXED} − ndm {fmt_diff(diff)}{ci} bits/dim over {n} seed{'s' if n != 1 else ''} ({label})")
+    row = pair_row(pairs, dataset, NELBO, GAUGE_FIXED, NDM)
+    if row is not None:
+        parts.append(
+            f"test NELBO {GAUGE_FIXED} − ndm {fmt_diff(row['diff'])}{ci_text(row)} bits/dim over {seeds_text(int(row['n_seeds']))} "
+            f"({verdict_label(row, GAUGE_FIXED, 'ndm')})"
+        )
     sub = gauge_comparison[(gauge_comparison["dataset"] == dataset) & (gauge_comparison["metric"] != NELBO_METRIC)] if not gauge_comparison.empty else gauge_comparison
     for sampler in ("ode-heun", "ddim", BEST):
         rows = sub[sub["sampler"] == sampler].sort_values("nfe") if not sub.empty else sub
@@ -232,16 +179,25 @@ def gauge_sentence(res: Results, gauge_comparison: pd.DataFrame, gauge: pd.DataF
 
 
 def answer_summary(
-    res: Results, comparison: pd.DataFrame, few: pd.DataFrame, gauge_comparison: pd.DataFrame | None = None, gauge: pd.DataFrame | None = None
+    res: Results,
+    comparison: pd.DataFrame,
+    few: pd.DataFrame,
+    gauge_comparison: pd.DataFrame | None = None,
+    gauge: pd.DataFrame | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> dict[str, list[str]]:
-    """Per dataset, the sentences that are there (empty when NDM has no results)."""
+    """Per dataset, the sentences that are there (empty when NDM has no results). pairs: the
+    likelihood_pairs frame (computed from res when not given)."""
     out = {}
     if NDM not in res.variants:
         return out
+    pairs = likelihood_pairs_frame(res) if pairs is None else pairs
+    gauge_comparison = gauge_comparison if gauge_comparison is not None else pd.DataFrame()
+    gauge = gauge if gauge is not None else pd.DataFrame()
     for d in res.datasets:
         sentences = [
-            likelihood_sentence(res, d), few_step_sentence(comparison, d), compute_sentence(res, few, d),
-            gauge_sentence(res, gauge_comparison if gauge_comparison is not None else pd.DataFrame(), gauge if gauge is not None else pd.DataFrame(), d),
+            likelihood_sentence(pairs, d), few_step_sentence(comparison, d), compute_sentence(pairs, few, d),
+            gauge_sentence(pairs, gauge_comparison, gauge, d),
         ]  # fmt: skip
         sentences = [s for s in sentences if s]
         if sentences:
