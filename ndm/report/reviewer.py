@@ -6,8 +6,7 @@ NLL/NELBO gains over DDPM and VDM exceed the noise between training runs; whethe
 consistent across samplers; how phi (F) and theta (x_hat) are trained; F's architecture and
 size; NDM's extra parameters and training compute. Every sentence here is computed from the
 tables (few_step, few_step_comparison, likelihood_pairs, gauge_comparison, gauge, convergence,
-train summaries),
-so it changes when the results do. Differences are paired by seed with a 95% interval
+train summaries), so it changes when the results do. Differences are paired by seed with a 95% interval
 (ndm.report.verdicts); with one seed nothing is called better.
 """
 
@@ -21,7 +20,7 @@ import pandas as pd
 from ndm.report.collect import Results
 from ndm.report.fewstep_answer import describe
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.likelihood_pairs import COMPUTE_MATCHED, NELBO, NLL_ODE, NLL_ODE_BASELINES, ci_text, pair_row, seeds_text, verdict_label
+from ndm.report.likelihood_pairs import COMPUTE_MATCHED, NELBO, NELBO_BASELINES, NLL_ODE, NLL_ODE_BASELINES, ci_text, pair_row, seeds_text, verdict_label
 from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, TIE, WORSE
 
 # phi (F) and theta (x_hat, and a learned schedule) are one nn.Module, trained by one optimiser
@@ -104,7 +103,7 @@ def reviewer_lines(
     lines = ["## The reviewers' points, answered with this run's numbers", ""]
     if NDM not in res.variants:
         return lines + ["Not answered: the config has no `ndm` variant.", ""]
-    baselines = [b for b in ("ddpm", "vdm", "vdm-fixed", "ddpm@params", "vdm@params") if b in res.variants]
+    baselines = [b for b in NELBO_BASELINES if b in res.variants]
     for d in res.datasets:
         metric = _fd_metric(few, d)
         lines += [f"### {d}", ""]
