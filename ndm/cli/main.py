@@ -17,6 +17,7 @@ import sys
 from ndm.cli import training, calibrate, evaluate, tracking, sampling, compress  # noqa: F401  (pipeline order)
 from ndm.cli import claims  # noqa: F401  (after the pipeline's commands)
 from ndm.cli import plan  # noqa: F401  (before submitting: GPU-hours of a config)
+from ndm.cli import f_learning  # noqa: F401  (what a learned F can win and what it learned)
 from ndm.cli.registry import COMMANDS
 from ndm.pipeline.errors import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
 

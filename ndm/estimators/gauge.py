@@ -100,6 +100,40 @@ def offset_metrics(model: DiffusionModel, x: Tensor, times: tuple[float, ...] = 
     return out
 
 
+# What the evaluation job records of a learned F (likelihood.json "transform"), so that the report
+# reads F's split from result files: the first SPLIT_EXAMPLES test examples at SPLIT_TIMES.
+SPLIT_EXAMPLES = 128
+SPLIT_TIMES = tuple(round(i / 20, 2) for i in range(21))
+
+
+def transform_record(model: DiffusionModel, x: Tensor, times: tuple[float, ...] = SPLIT_TIMES) -> dict:
+    """F's offset / input-dependent split at each t (offset_decomposition on x) with the noise
+    scale sigma_t / alpha_t = exp(gamma(t) / 2) that the input-dependent part is compared with."""
+    splits = offset_decomposition(model, x, times)
+    with torch.no_grad(), eval_mode(model):
+        t = torch.tensor([s.t for s in splits], dtype=torch.float64)
+        gamma = model.schedule.gamma(t.to(next(model.parameters()).dtype)).double()
+        slopes = [linear_slope(model, x, s.t) for s in splits]
+    noise = torch.exp(0.5 * gamma).tolist()
+    return {
+        "n_examples": int(x.shape[0]),
+        "splits": [{**s.as_dict(), "sigma_over_alpha": float(n), "slope": b} for s, n, b in zip(splits, noise, slopes)],
+    }
+
+
+@torch.no_grad()
+def linear_slope(model: DiffusionModel, x: Tensor, t_value: float) -> float:
+    """The least-squares slope b of F(x, t) on x over the sample, both centred:
+    b = sum (F - mean F).(x - mean x) / sum |x - mean x|^2 (1 for F = identity; for a linear
+    F = C x on data of covariance S it tends to tr(C S) / tr(S), ndm.estimators.f_gain)."""
+    with eval_mode(model):
+        t = torch.full((x.shape[0],), float(t_value), dtype=x.dtype, device=x.device)
+        f = model.transform(x, t).double().flatten(1)
+    xc = x.double().flatten(1)
+    xc = xc - xc.mean(0)
+    return float(((f - f.mean(0)) * xc).sum() / xc.pow(2).sum().clamp_min(1e-300))
+
+
 # ------------------------------------------------------------------ offsets a(t)
 
 

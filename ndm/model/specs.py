@@ -85,6 +85,10 @@ class ModelConfig:
     # split's mean, set when training starts and saved with the model): a point on the data,
     # so NN(x, t) - NN(x_ref, t) averages to about zero over the data (docs/math.md).
     transform_reference: str = "zero"
+    # Last layer of F's network: "zero" (a fresh NDM is exactly its F = identity special case)
+    # or "random" (that layer's default initialisation scaled by 0.1: F starts near, not at, the
+    # identity, and its hidden layers get gradient from the first step).
+    transform_init: str = "zero"
     blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
     flow_eps: float = 1e-3
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ndm.model.diffusion import DiffusionModel
-from ndm.model.networks import build_network
+from ndm.model.networks import build_network, init_output_small_random
 from ndm.model.schedules import build_schedule
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
 from ndm.model.transforms import GAUGES, BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
@@ -18,6 +18,15 @@ __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant",
 
 
 def build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...], levels: int | None = None) -> Transform:
+    transform = _build_transform(kind, cfg, event_shape, levels)
+    if transform.learned and cfg.transform_init == "random":
+        init_output_small_random(transform.net)
+    elif cfg.transform_init not in ("zero", "random"):
+        raise ValueError(f"model.transform_init must be 'zero' or 'random', got {cfg.transform_init!r}")
+    return transform
+
+
+def _build_transform(kind: str, cfg: ModelConfig, event_shape: tuple[int, ...], levels: int | None) -> Transform:
     if kind == "identity":
         return IdentityTransform()
     # The gauge concerns a learned time-dependent F only (ndm, ndm-vdm); the other F's ignore it,

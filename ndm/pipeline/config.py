@@ -43,6 +43,9 @@ class TrainConfig:
     warmup_steps: int = 100
     lr_schedule: str = "constant"  # constant | cosine (to 0 at train.steps), after the warm-up
     weight_decay: float = 0.0
+    # F's parameters form their own optimiser group with learning rate lr * transform_lr_scale
+    # (the same warm-up and schedule); 1 = one learning rate for everything.
+    transform_lr_scale: float = 1.0
     ema_decay: float = 0.999
     grad_clip: float | None = None  # max global grad norm; None = off
     loss: str = "continuous"  # continuous | discrete
@@ -220,6 +223,8 @@ HASH_OMIT_AT_DEFAULT: dict[tuple[str, ...], Any] = {
     ("model", "transform_rank"): 4,
     ("model", "transform_gauge"): "none",
     ("model", "transform_reference"): "zero",
+    ("model", "transform_init"): "zero",
+    ("train", "transform_lr_scale"): 1.0,
     ("model", "network", "patch_size"): 1,
     ("train", "eval_every"): 0,
     ("train", "lr_schedule"): "constant",

@@ -47,6 +47,8 @@ def validate_values(run: Any, where: str) -> None:
         (m.transform_time in ("jvp", "separable"), f"{where}.model.transform_time must be jvp or separable, got {m.transform_time!r}"),
         (m.transform_rank >= 1, f"{where}.model.transform_rank must be >= 1, got {m.transform_rank}"),
         (m.transform_gauge in ("none", "reference"), f"{where}.model.transform_gauge must be none or reference, got {m.transform_gauge!r}"),
+        (m.transform_init in ("zero", "random"), f"{where}.model.transform_init must be zero or random, got {m.transform_init!r}"),
+        (t.transform_lr_scale > 0, f"{where}.train.transform_lr_scale must be > 0, got {t.transform_lr_scale}"),
         (m.transform_reference in ("zero", "data_mean"), f"{where}.model.transform_reference must be zero or data_mean, got {m.transform_reference!r}"),
         (m.transform_reference == "zero" or m.transform_gauge == "reference",
          f"{where}.model.transform_reference: {m.transform_reference} sets x_ref of the reference gauge: add model.transform_gauge: reference (or drop transform_reference)"),

@@ -96,11 +96,19 @@ def load_gaussian(req: LoadRequest, *, dim: int = 8, n_train: int = 50_000, n_te
 DIGITS_N_TEST = 297  # 1797 = 1500 + 297
 
 
-def load_digits(req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+def load_digits(
+    req: LoadRequest, *, n_train: int | None = None, n_test: int | None = None, continuous_scale: float | None = None
+) -> Dataset:
     """scikit-learn's bundled 8x8 digits: uint8 (N, 1, 8, 8), 17 levels (0..16), labels 0..9.
 
     The 1500/297 train/test split is stratified by label with a fixed random_state (0),
     independent of ``req.seed``, which only draws ``n_train``/``n_test`` subsamples.
+
+    continuous_scale s: instead, continuous vectors float32 (N, 64): each level k dequantized
+    uniformly within its bin of [-1, 1] (a fixed generator, so every seed sees the same values),
+    centred at the training split's mean and times s. With s = 3 the pixels' variance is 9 times
+    that of the images and no offset of F can lower the prior term: the data for the positive
+    control of a learned F (docs/math.md, "What a learned F can win").
     """
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
@@ -115,7 +123,21 @@ def load_digits(req: LoadRequest, *, n_train: int | None = None, n_test: int | N
     tr, trl, te, tel = _subsample(
         images[idx_train], labels[idx_train], images[idx_test], labels[idx_test], n_train, n_test, req.seed
     )
-    return Dataset("digits", tr, te, 17, trl, tel, info={"seed": req.seed, "n_train": len(tr), "n_test": len(te)})
+    info = {"seed": req.seed, "n_train": len(tr), "n_test": len(te)}
+    if continuous_scale is None:
+        return Dataset("digits", tr, te, 17, trl, tel, info=info)
+    if not continuous_scale > 0:
+        raise ValueError(f"digits option continuous_scale must be > 0, got {continuous_scale}")
+    tr, te = (_dequantize(x, 17, _generator(0, k)) for k, x in ((1, tr), (2, te)))
+    mean = tr.mean(0, keepdim=True)
+    tr, te = (tr - mean) * float(continuous_scale), (te - mean) * float(continuous_scale)
+    return Dataset("digits", tr, te, None, trl, tel, info={**info, "continuous_scale": float(continuous_scale)})
+
+
+def _dequantize(levels: Tensor, n_levels: int, generator: torch.Generator) -> Tensor:
+    """Uniform dequantization of integer levels into [-1, 1] bins, flattened to (N, D) float32."""
+    u = torch.rand(levels.shape, generator=generator, dtype=torch.float64)
+    return ((levels.double() + u) * (2.0 / n_levels) - 1.0).flatten(1).to(torch.float32)
 
 
 # --------------------------------------------------------------------------- patches

@@ -91,6 +91,10 @@ def evaluate_likelihood(
         out["nelbo_discrete"][str(n_steps)] = {**est.summary(), "T": n_steps, "step_samples": min(ev.nelbo_step_samples, n_steps), "seconds": round(time.time() - t0, 3)}
         bar.update(1)
     out["ode_nll"] = _ode_nll(model, x[: ev.ode.n_examples], ev, gen)
+    if model.transform.learned and x.shape[0] >= 2:
+        from ndm.estimators.gauge import SPLIT_EXAMPLES, transform_record
+
+        out["transform"] = transform_record(model, x[:SPLIT_EXAMPLES])
     bar.update(1)
     bar.close()
     write_result_json(out_path, out)

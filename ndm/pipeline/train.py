@@ -165,7 +165,7 @@ def train_step(state: TrainState, x_train: Tensor, run: RunConfig, world: World 
     # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
     idx = idx.pin_memory().to(state.device, non_blocking=True) if state.device.type == "cuda" else idx.to(state.device)
     for group in state.opt.param_groups:
-        group["lr"] = lr_at(state.step, run)
+        group["lr"] = lr_at(state.step, run) * group.get("lr_scale", 1.0)
     n_steps = None if tc.loss == "continuous" else tc.loss_steps
     loss, terms = state.model.training_loss(x_train[idx], n_steps, tc.time_sampling, rows)
     state.opt.zero_grad(set_to_none=True)

@@ -53,6 +53,18 @@ class TrainState:
         self.interval_count += 1
 
 
+def param_groups(model: torch.nn.Module, tc: Any) -> list[dict]:
+    """The optimiser's groups: everything in one, or with train.transform_lr_scale != 1 F's
+    parameters in a second group whose "lr_scale" multiplies the scheduled learning rate
+    (ndm.pipeline.train.train_step sets lr = lr_at(step) * lr_scale per group)."""
+    transform = getattr(model, "transform", None)
+    if tc.transform_lr_scale == 1.0 or transform is None or not transform.learned:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    f_ids = {id(p) for p in transform.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in f_ids]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": list(transform.parameters()), "lr_scale": float(tc.transform_lr_scale)}]
+
+
 def build_state(run: RunConfig, event_shape: tuple[int, ...], levels: int | None, device: torch.device, data_gen: torch.Generator) -> TrainState:
     """A fresh model, its EMA copy and the optimizer; both inits draw from the global torch RNG."""
     tc = run.train
@@ -73,7 +85,7 @@ def build_state(run: RunConfig, event_shape: tuple[int, ...], levels: int | None
     ema = build_model(run.model, event_shape, levels).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
     return TrainState(model, ema, opt, data_gen, device)
 
 

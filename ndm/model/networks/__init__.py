@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from torch import nn
 
 from ndm.model.networks.embedding import fourier_features, timestep_embedding, timestep_embedding_and_derivative
@@ -73,3 +75,24 @@ def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int 
         mlp = MLP(dim, cfg, levels, out_dim=dim * out_multiplier)
         return mlp if len(event_shape) == 1 else Flattened(mlp, tuple(event_shape))
     raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet' or 'mlp'")
+
+
+def output_layer(net: nn.Module) -> nn.Module:
+    """The zero-initialised last layer of a network that build_network made."""
+    for candidate in (net, getattr(net, "net", None)):  # Flattened / Patched wrap theirs in .net
+        for name in ("out", "conv_out"):
+            layer = getattr(candidate, name, None)
+            if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                return layer
+    raise ValueError(f"no output layer (out / conv_out) found in {type(net).__name__}")
+
+
+@torch.no_grad()
+def init_output_small_random(net: nn.Module, scale: float = 0.1) -> None:
+    """Replace the zero last layer by its default (Kaiming-uniform) initialisation times `scale`:
+    the network then starts near, not at, zero output (draws from the global torch RNG)."""
+    layer = output_layer(net)
+    layer.reset_parameters()
+    layer.weight.mul_(scale)
+    if layer.bias is not None:
+        layer.bias.mul_(scale)
