@@ -115,10 +115,10 @@ def test_tables_without_curves_are_empty() -> None:
 
 def test_convergence_figure(tmp_path: Path) -> None:
     written = convergence_figure(curve_frame(), tmp_path / "convergence.png")
-    assert sorted(p.suffix for p in written) == [".pdf", ".png"]
+    assert sorted(p.suffix for p in written) == [".png"]
     _assert_real_image(tmp_path / "convergence.png")
     empty = convergence_figure(pd.DataFrame(columns=CURVE_COLUMNS), tmp_path / "empty.png")
-    assert sorted(p.suffix for p in empty) == [".pdf", ".png"] and (tmp_path / "empty.png").stat().st_size > 0
+    assert sorted(p.suffix for p in empty) == [".png"] and (tmp_path / "empty.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------------ comparisons
@@ -166,7 +166,7 @@ def test_fid_vs_nfe_draws_with_and_without_flops(tmp_path: Path, with_flops: boo
     if with_flops:
         few["flops_per_sample"] = few["nfe"] * np.where(few["variant"] == "ndm", 3e6, 1e6)
     written = fid_vs_nfe_figure(few, tmp_path / "fid_vs_nfe.png")
-    assert sorted(p.suffix for p in written) == [".pdf", ".png"]
+    assert sorted(p.suffix for p in written) == [".png"]
     _assert_real_image(tmp_path / "fid_vs_nfe.png")
 
 

@@ -115,10 +115,48 @@ def transform_record(model: DiffusionModel, x: Tensor, times: tuple[float, ...] 
         gamma = model.schedule.gamma(t.to(next(model.parameters()).dtype)).double()
         slopes = [linear_slope(model, x, s.t) for s in splits]
     noise = torch.exp(0.5 * gamma).tolist()
+    xc = x.double() - x.double().mean(0)
     return {
         "n_examples": int(x.shape[0]),
+        "data_rms": float(xc.pow(2).mean().sqrt()),  # rms of x - mean(x): the scale F's input-dependent part is read against
         "splits": [{**s.as_dict(), "sigma_over_alpha": float(n), "slope": b} for s, n, b in zip(splits, noise, slopes)],
     }
+
+
+# The transformation figure's snapshot: F at SNAPSHOT_TIMES for a few test images (or many toy
+# points), and the offset c(t) over the SPLIT_EXAMPLES of the split.
+SNAPSHOT_TIMES = (0.0, 0.25, 0.5, 0.75, 1.0)
+SNAPSHOT_IMAGES = 3
+SNAPSHOT_POINTS = 1500
+
+
+def _rounded(v: Tensor) -> list:
+    """A tensor as nested lists of 6-significant-digit floats (a compact JSON record)."""
+    return [float(f"{a:.6g}") for a in v.flatten().tolist()] if v.dim() == 0 else [_rounded(row) if row.dim() else float(f"{float(row):.6g}") for row in v]
+
+
+@torch.no_grad()
+def transform_snapshot(model: DiffusionModel, x_show: Tensor, x_split: Tensor, times: tuple[float, ...] = SNAPSHOT_TIMES) -> dict:
+    """F(x, t) of the examples x_show at each t, and the offset c(t) = mean over x_split of
+    F(x, t) - x: what the report draws of a non-identity F without loading the model."""
+    out: dict = {"t": list(times), "x": _rounded(x_show.double()), "F": [], "offset": []}
+    with eval_mode(model):
+        for t_value in times:
+            f = model.transform(x_show, torch.full((x_show.shape[0],), float(t_value), dtype=x_show.dtype, device=x_show.device))
+            ts = torch.full((x_split.shape[0],), float(t_value), dtype=x_split.dtype, device=x_split.device)
+            c = (model.transform(x_split, ts) - x_split).double().mean(0)
+            out["F"].append(_rounded(f.double()))
+            out["offset"].append(_rounded(c))
+    return out
+
+
+@torch.no_grad()
+def schedule_curve(model: DiffusionModel, n: int = 101) -> dict:
+    """gamma(t) = -log SNR on n points of [0, 1] (the schedules figure reads it)."""
+    t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
+    with eval_mode(model):
+        gamma = model.schedule.values(t.to(next(model.parameters()).dtype)).gamma.double()
+    return {"t": [float(f"{v:.6g}") for v in t.tolist()], "gamma": [float(f"{v:.6g}") for v in gamma.tolist()]}
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ x = z_0 / alpha_0 when F(x, 0) = x (no network call), else x = x_hat(z_0, 0) (on
 counted). So every sampler, at every step count, approximates the same distribution (the
 model's p(z_0) pushed through the same decoder), and the ODE likelihood in
 `ndm.estimators.likelihood.ode_nll` is the density of exactly this output. For discrete data the
-levels are the decoder's most likely level, the nearest bin centre (`ndm.pipeline.data.from_model_space`).
+levels are the decoder's most likely level, the nearest bin centre (`ndm.model.data_space.from_model_space`).
 
 NFE. `nfe` is the number of evaluations of the x_hat network per sample, counted by hooks on
 the network (not computed from a formula), including the decode call where there is one.
@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from ndm.estimators.eval_mode import eval_mode
 from ndm.estimators.multistep import GRID_SOLVERS, multistep_nfe
 from ndm.estimators.time_grids import make_time_grid
+from ndm.model.data_space import from_model_space
 from ndm.model.diffusion import DiffusionModel
 from ndm.names import FIXED_STEP_SAMPLERS, SAMPLERS, TIME_GRIDS
 
@@ -348,8 +349,6 @@ def sample(
     nfe, nfe_f = counter.per_sample(n)
     levels = None
     if model.levels is not None:
-        from ndm.pipeline.data import from_model_space
-
         levels = from_model_space(x, model.levels)
     return SampleResult(x=x, levels=levels, nfe=nfe, nfe_F=nfe_f, seconds=seconds, sampler=sampler, steps=steps, time_grid=settings.time_grid)
 

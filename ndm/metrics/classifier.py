@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ndm.pipeline.data import Dataset, to_model_space
+from ndm.atomic import atomic_torch_save
+from ndm.model.data_space import to_model_space
 from ndm.metrics.inception import state_dict_digest
 
 __all__ = [
@@ -74,7 +75,7 @@ class FeatureClassifier(nn.Module):
 
 
 def train_feature_classifier(
-    dataset: Dataset,
+    dataset: Any,  # an ndm.pipeline.data Dataset (train/test levels and labels)
     seed: int,
     steps: int = 1000,
     *,
@@ -128,8 +129,6 @@ def classifier_accuracy(model: FeatureClassifier, images_uint8: Tensor, labels: 
 
 def save_classifier(model: FeatureClassifier, path: str | Path) -> Path:
     """Save config + state dict atomically; only tensors and ints, so ``weights_only=True`` can load it."""
-    from ndm.pipeline.results import atomic_torch_save
-
     return atomic_torch_save({"config": dict(model.config), "state_dict": model.state_dict()}, path)
 
 

@@ -19,6 +19,8 @@ import scipy.linalg
 import torch
 from torch import Tensor
 
+from ndm.atomic import atomic_write
+
 __all__ = [
     "DataSpaceFeatures",
     "FeatureExtractor",
@@ -132,10 +134,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def save_stats(path: str | Path, stats: FeatureStats) -> Path:
     """Write stats to an .npz (keys mu, sigma as pytorch-fid/clean-fid, plus n, extractor, meta).
 
-    Written atomically (ndm.pipeline.results), so a crashed job never leaves half a cache.
+    Written atomically (ndm.atomic), so a crashed job never leaves half a cache.
     """
-    from ndm.pipeline.results import atomic_write
-
     arrays = {
         "mu": stats.mu,
         "sigma": stats.sigma,
@@ -150,8 +150,6 @@ def save_skipped_stats(path: str | Path, extractor: str, reason: str, meta: Mapp
     """A reference-stats file that holds no statistics, only why (no Inception weights and
     eval.fid.if_weights_missing: skip): no distance can be computed from it, and every
     distance that would have been is recorded as skipped with this reason."""
-    from ndm.pipeline.results import atomic_write
-
     arrays = {"skipped": np.str_(reason), "extractor": np.str_(extractor), "meta": np.str_(json.dumps(dict(meta or {}), sort_keys=True))}
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 

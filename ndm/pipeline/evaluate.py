@@ -91,14 +91,31 @@ def evaluate_likelihood(
         out["nelbo_discrete"][str(n_steps)] = {**est.summary(), "T": n_steps, "step_samples": min(ev.nelbo_step_samples, n_steps), "seconds": round(time.time() - t0, 3)}
         bar.update(1)
     out["ode_nll"] = _ode_nll(model, x[: ev.ode.n_examples], ev, gen)
-    if model.transform.learned and x.shape[0] >= 2:
-        from ndm.estimators.gauge import SPLIT_EXAMPLES, transform_record
-
-        out["transform"] = transform_record(model, x[:SPLIT_EXAMPLES])
+    out.update(model_view(model, run, x))
     bar.update(1)
     bar.close()
     write_result_json(out_path, out)
     return out
+
+
+def model_view(model: DiffusionModel, run: RunConfig, x: Tensor) -> dict[str, Any]:
+    """What the report draws of a model, so that it reads result files only: the schedule
+    gamma(t); for a non-identity F a snapshot of F(x, t) (a few test images or many toy points)
+    and, for a learned F, its offset / input-dependent split (ndm.estimators.gauge)."""
+    from ndm.estimators.gauge import SNAPSHOT_IMAGES, SNAPSHOT_POINTS, SPLIT_EXAMPLES, schedule_curve, transform_record, transform_snapshot
+
+    view: dict[str, Any] = {"schedule": schedule_curve(model)}
+    if model.transform.is_identity or x.shape[0] < 2:
+        return view
+    split = x[:SPLIT_EXAMPLES]
+    if x.dim() > 2:
+        show = x[:SNAPSHOT_IMAGES]
+    else:
+        show = x if x.shape[0] >= SNAPSHOT_POINTS else load_split(run, "test", SNAPSHOT_POINTS)[0].to(x.device, x.dtype)
+    view["transform_snapshot"] = transform_snapshot(model, show, split)
+    if model.transform.learned:
+        view["transform"] = transform_record(model, split)
+    return view
 
 
 # The continuous NELBO estimator's spread per time sampling (VDM's variance point, on real data):

@@ -27,48 +27,8 @@ if TYPE_CHECKING:  # annotations only
     from ndm.pipeline.config import RunConfig
 
 
-# ------------------------------------------------------------------------------ atomic files
-
-
-def _temporary(path: Path) -> Path:
-    """The temporary name of a write to `path`: hidden, and carrying the writer's pid so that
-    `remove_stale_temporaries` can tell a dead writer's leftover from a live write."""
-    return path.with_name(f".{path.name}.tmp.{os.getpid()}")
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call write(f) on a temporary binary file, fsync it, rename it to `path`, fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """`text` (UTF-8) to `path` atomically."""
-    data = text.encode("utf-8")
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """torch.save(obj) to `path` atomically (checkpoints and trained models)."""
-    import torch
-
-    return atomic_write(path, lambda f: torch.save(obj, f))
+# Atomic writes live in ndm.atomic (no dependency on the pipeline, so metrics use them too).
+from ndm.atomic import _temporary, atomic_torch_save, atomic_write, atomic_write_text  # noqa: E402,F401 - re-exported
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:

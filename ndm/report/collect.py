@@ -3,7 +3,7 @@
 Layout (written by the DAG, see ndm/pipeline/evaluate.py and ndm/pipeline/train.py):
 
     <results>/<dataset>/data.json
-    <results>/<dataset>/<variant>/seed<k>/{train_summary.json, metrics.jsonl, model.pt,
+    <results>/<dataset>/<variant>/seed<k>/{train_summary.json, metrics.jsonl,
         likelihood.json, fid/<sampler>.json, samples/<sampler>/{manifest.json, steps<N>.npz}}
 
 Nothing here raises on a missing or unreadable file: `Results.missing` lists the files the
@@ -124,7 +124,7 @@ def expected_files(config: dict, root: Path) -> list[Path]:
     files: list[Path] = [root / d / "data.json" for d in config_seeds(config)]
     for d, v, s in config_runs(config):
         run = root / d / v / f"seed{s}"
-        files += [run / "train_summary.json", run / "metrics.jsonl", run / "model.pt", run / "likelihood.json"]
+        files += [run / "train_summary.json", run / "metrics.jsonl", run / "likelihood.json"]
         for sampler in samplers_of(config, d):
             files += [run / "fid" / f"{sampler}.json", run / "samples" / sampler / "manifest.json"]
     return files

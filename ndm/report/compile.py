@@ -92,8 +92,8 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
 
     fig_dir = out / "figures"
     errors: list[str] = []
-    # The gauge split of every learned F: one pass over the models serves the table and the figures.
-    gauge_data = gauge_frame(res, errors)
+    # The gauge split of every learned F (from likelihood.json): one frame serves the table and the figures.
+    gauge_data = gauge_frame(res, config, errors)
     gauge_tab = gauge_table(gauge_data, res)
     written += write_table(gauge_tab, out / "tables")
     compression = compression_table(results, pub)

@@ -1,8 +1,8 @@
-"""Figures (PNG and PDF) drawn from the result tables: FD versus NFE, bits/dim versus T,
-training curves; and the layout helpers every report figure shares. Figures drawn from
-trained models (schedules, F, sample grids) are in ndm.report.figures_models.
+"""Figures drawn from the result tables: FD versus NFE, bits/dim versus T, training curves;
+and the layout helpers every report figure shares. Figures of the models themselves
+(schedules, F, sample grids) are in ndm.report.figures_models.
 
-Each function takes what it plots and a path, writes path and path.with_suffix('.pdf'),
+Each function takes what it plots and a path, writes one PNG there (ndm.report.style.save_figure),
 and draws a figure that says what is missing instead of failing when its inputs are absent.
 """
 

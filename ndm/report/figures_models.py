@@ -1,8 +1,11 @@
-"""Figures drawn from trained models and their samples: learned schedules gamma(t), the learned
-transformation F(x, t), and sample grids per sampler and step count.
+"""Figures of what the models are and what they sample: schedules gamma(t), the transformation
+F(x, t), and sample grids per sampler and step count.
 
-Like ndm.report.figures, each function takes a path, writes PNG and PDF, and draws a figure
-that says what is missing instead of failing when its inputs are absent.
+Read from result files only: the evaluate_likelihood job writes each model's gamma(t) and a
+snapshot of its F into likelihood.json (ndm.pipeline.evaluate.model_view), prepare_data the
+toy test points into data.json; the report loads no model. Like ndm.report.figures, each
+function takes a path and draws a figure that says what is missing instead of failing when
+its inputs are absent.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ndm.model.specs import get_variant, model_name_problem
-from ndm.report.collect import Results
+from ndm.report.collect import Results, read_json
 from ndm.report.figures import facet_axes, figure_header
 from ndm.report.style import (
     message_figure,
@@ -23,48 +26,27 @@ from ndm.report.style import (
     variant_color,
 )
 
-T_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-
-IMAGE_EXAMPLES = 3
-
-
-
 SAMPLE_TILE = 4  # samples per cell: SAMPLE_TILE x SAMPLE_TILE images
+# 2-inch cells at 80 dpi: 160 px for a 4 x 4 tile of 16 px patches (67 px), over twice the
+# native size, and a grid of 8 variants x 4 step counts stays under 300 KB.
+SAMPLE_DPI = 80
 
 
+def _view(res: Results, d: str, v: str, s: int) -> dict | None:
+    return read_json(res.run_dir(d, v, s) / "likelihood.json")
 
-TOY_POINTS = 1500
 
-
-
-def _fixed_schedule(config: dict, dataset: str, variant: str, seed: int):
+def _schedule_name(config: dict, d: str, v: str, s: int) -> str:
     from ndm.pipeline.config import resolve_run_config
-    from ndm.model.schedules import build_schedule
 
-    run = resolve_run_config(config, dataset, variant, seed)
-    name = run.model.schedule or get_variant(variant).schedule
-    return name, build_schedule(name, gamma_min=run.model.gamma_min, gamma_max=run.model.gamma_max, flow_eps=run.model.flow_eps)
-
-
-
-def _gamma_curve(schedule, t: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return schedule.values(torch.as_tensor(t, dtype=torch.float64)).gamma.double().numpy()
-
+    run = resolve_run_config(config, d, v, s)
+    return run.model.schedule or get_variant(v).schedule
 
 
 def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
-    """gamma(t) = -log SNR(t): learned schedules (vdm, ndm-vdm; each seed) over the fixed ones."""
-    import torch
-
-    from ndm.pipeline.train import load_trained_model
-
+    """gamma(t) = -log SNR(t): learned schedules (vdm, ndm-vdm; each seed) over the fixed ones,
+    as the evaluation job recorded them (likelihood.json "schedule")."""
     plt = pyplot()
-    t = np.linspace(0.0, 1.0, 201)
     fig, axes = facet_axes(plt, 1, max(1, len(res.datasets)), w=4.8, h=3.8)
     learned_variants = [v for v in res.variants if model_name_problem(v) is None and get_variant(v).schedule == "learned"]
     fixed_styles = {"linear": ":", "ddpm": "-.", "flow": (0, (5, 1.5)), "cosine": (0, (1, 1))}
@@ -75,29 +57,25 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
         for v in res.variants:
             if v in learned_variants or model_name_problem(v) is not None:
                 continue
-            try:
-                name, sched = _fixed_schedule(config, d, v, res.seeds_of(d)[0])
-            except Exception:  # noqa: BLE001 - a broken config section must not stop the report
-                continue
-            if name in drawn or name == "learned":
-                continue
-            drawn.add(name)
-            (line,) = ax.plot(t, _gamma_curve(sched, t), color="0.3", linestyle=fixed_styles.get(name, "-"), linewidth=1.5, zorder=4)
-            handles.setdefault(f"fixed: {name}", line)
+            for s in res.seeds_of(d, v)[:1]:
+                try:
+                    name = _schedule_name(config, d, v, s)
+                except Exception:  # noqa: BLE001 - a broken config section must not stop the report
+                    continue
+                curve = (_view(res, d, v, s) or {}).get("schedule")
+                if name in drawn or name == "learned" or curve is None:
+                    continue
+                drawn.add(name)
+                (line,) = ax.plot(curve["t"], curve["gamma"], color="0.3", linestyle=fixed_styles.get(name, "-"), linewidth=1.5, zorder=4)
+                handles.setdefault(f"fixed: {name}", line)
         for v in learned_variants:
             for s in res.seeds_of(d, v):
-                model_path = res.run_dir(d, v, s) / "model.pt"
-                if not model_path.exists():
-                    missing.append(str(model_path))
+                curve = (_view(res, d, v, s) or {}).get("schedule")
+                if curve is None:
+                    missing.append(str(res.run_dir(d, v, s) / "likelihood.json"))
                     continue
-                try:
-                    model, _ = load_trained_model(model_path)
-                except Exception as exc:  # noqa: BLE001
-                    missing.append(f"{model_path} ({type(exc).__name__})")
-                    continue
-                with torch.no_grad():
-                    g = model.schedule.values(torch.as_tensor(t, dtype=torch.float32)).gamma.double().numpy()
-                (line,) = ax.plot(t, g, color=variant_color(v), linewidth=2.2, alpha=0.9)
+                g = curve["gamma"]
+                (line,) = ax.plot(curve["t"], g, color=variant_color(v), linewidth=2.2, alpha=0.9)
                 ax.annotate(f"{g[0]:.1f}", (0.0, g[0]), textcoords="offset points", xytext=(4, -10), color=variant_color(v), fontsize=8)
                 ax.annotate(f"{g[-1]:.1f}", (1.0, g[-1]), textcoords="offset points", xytext=(-22, 5), color=variant_color(v), fontsize=8)
                 handles.setdefault(f"learned: {v}", line)
@@ -107,10 +85,9 @@ def schedules_figure(res: Results, config: dict, path: Path) -> list[Path]:
     if not learned_variants:
         fig.text(0.5, -0.02, "No variant with a learned schedule (vdm, ndm-vdm) in this config: fixed schedules only.", ha="center", color="grey")
     if missing:
-        fig.text(0.5, -0.07, f"missing: {len(missing)} model file(s), e.g. {missing[0]}", ha="center", color="firebrick", fontsize=8)
+        fig.text(0.5, -0.07, f"missing: {len(missing)} schedule record(s), e.g. {missing[0]}", ha="center", color="firebrick", fontsize=8)
     figure_header(fig, "Noise schedules γ(t): learned (colour, one line per seed) and fixed (grey)", list(handles.values()), list(handles.keys()), ncol=4)
     return save_figure(fig, path)
-
 
 
 def transform_variants(variants: list[str]) -> list[str]:
@@ -118,56 +95,28 @@ def transform_variants(variants: list[str]) -> list[str]:
     return [v for v in variants if model_name_problem(v) is None and get_variant(v).transform != "identity"]
 
 
-
-def _first_model(res: Results, d: str, v: str):
-    from ndm.pipeline.train import load_trained_model
-
+def _first_snapshot(res: Results, d: str, v: str) -> tuple[int, dict] | None:
     for s in res.seeds_of(d, v):
-        p = res.run_dir(d, v, s) / "model.pt"
-        if p.exists():
-            try:
-                return load_trained_model(p)
-            except Exception:  # noqa: BLE001
-                continue
+        snap = (_view(res, d, v, s) or {}).get("transform_snapshot")
+        if snap:
+            return s, {k: np.asarray(val, dtype=np.float64) if k != "t" else list(val) for k, val in snap.items()}
     return None
 
 
-
-def _apply_F(model, x, t_value: float) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        t = torch.full((x.shape[0],), float(t_value), dtype=x.dtype)
-        return model.transform(x, t).numpy()
-
-
-
 def transforms_figure(res: Results, dataset: str, path: Path) -> list[Path]:
-    """F(x, t) at t in T_GRID for a few test images (rows) or many toy points (scatter)."""
-    from ndm.pipeline.evaluate import load_split
-
+    """F(x, t) at the snapshot's times: for images a row F(x_i, t) per example, then the
+    input-dependent part r(x_1, t) = F(x_1, t) - x_1 - c(t) with a colour scale per column, then
+    the offset c(t) (its own scale); for toy points a scatter of F(x, t) per t."""
     variants = transform_variants(res.variants)
     if not variants:
         return message_figure(path, f"{dataset}: transformation F(x, t)", ["No variant with a non-identity F (ndm, ndm-vdm, ndm-latent, ndm-blur) in this config."])
-    loaded = {v: m for v in variants if (m := _first_model(res, dataset, v)) is not None}
+    loaded = {v: snap for v in variants if (snap := _first_snapshot(res, dataset, v)) is not None}
     if not loaded:
-        return message_figure(path, f"{dataset}: transformation F(x, t)", [f"No model.pt yet for {', '.join(variants)}."])
-    _, run = next(iter(loaded.values()))
-    try:
-        n = (IMAGE_EXAMPLES if len(loaded) <= 2 else 2) if len(run_event(loaded)) == 3 else TOY_POINTS
-        x, _ = load_split(run, "test", n)
-    except Exception as exc:  # noqa: BLE001 - data not available where the report runs
-        return message_figure(path, f"{dataset}: transformation F(x, t)", [f"Could not load the test split: {type(exc).__name__}: {exc}"])
-    if x.dim() == 4:
-        return _transform_images(loaded, x, dataset, path)
-    return _transform_points(loaded, x, dataset, path)
-
-
-
-def run_event(loaded: dict) -> tuple[int, ...]:
-    model, _ = next(iter(loaded.values()))
-    return tuple(model.event_shape)
-
+        return message_figure(path, f"{dataset}: transformation F(x, t)", [f"No transform snapshot yet (likelihood.json) for {', '.join(variants)}."])
+    first = next(iter(loaded.values()))[1]
+    if first["x"].ndim == 4:
+        return _transform_images(loaded, dataset, path)
+    return _transform_points(loaded, dataset, path)
 
 
 def _to_display(img: np.ndarray) -> np.ndarray:
@@ -176,70 +125,84 @@ def _to_display(img: np.ndarray) -> np.ndarray:
     return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
 
 
+def _channel_mean(a: np.ndarray) -> np.ndarray:
+    return a.mean(0) if a.shape[0] > 1 else a[0]
 
-def _transform_images(loaded: dict, x, dataset: str, path: Path) -> list[Path]:
-    """Per variant: a row F(x_i, t) per example, then a row F(x_1, t) - x_1 (diverging colours)."""
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a))))
+
+
+def _transform_images(loaded: dict, dataset: str, path: Path) -> list[Path]:
+    """Per variant: a row F(x_i, t) per example, a row r(x_1, t) (diverging colours, one scale
+    per column: its max |r|), a row c(t) (one scale per column)."""
     plt = pyplot()
-    n = x.shape[0]
-    per_variant = n + 1
+    n = min(snap["x"].shape[0] for _, snap in loaded.values())
+    if len(loaded) > 2:
+        n = min(n, 2)
+    per_variant = n + 2
+    times = next(iter(loaded.values()))[1]["t"]
     n_rows = per_variant * len(loaded)
-    fig, axes = plt.subplots(n_rows, len(T_GRID), figsize=(1.7 * len(T_GRID) + 1.4, 1.7 * n_rows + 1.0), squeeze=False)
-    x_np = x.numpy()
-    for vi, (v, (model, _)) in enumerate(loaded.items()):
-        outs = {t: _apply_F(model, x, t) for t in T_GRID}
-        delta = {t: outs[t][0] - x_np[0] for t in T_GRID}
-        scale = max(max(float(np.abs(dd).max()) for dd in delta.values()), 1e-6)
+    fig, axes = plt.subplots(n_rows, len(times), figsize=(1.7 * len(times) + 1.6, 1.75 * n_rows + 1.0), squeeze=False)
+    for vi, (v, (seed, snap)) in enumerate(loaded.items()):
+        x, f, c = snap["x"], snap["F"], snap["offset"]  # (N, C, H, W), (T, N, C, H, W), (T, C, H, W)
         for i in range(per_variant):
             row = vi * per_variant + i
-            for j, t in enumerate(T_GRID):
+            for j, t in enumerate(times):
                 ax = axes[row][j]
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.grid(False)
                 if i < n:
-                    f = outs[t][i]
-                    ax.imshow(_to_display(f), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                    ax.set_xlabel(f"[{f.min():.2f}, {f.max():.2f}]", fontsize=7)
+                    img = f[j][i]
+                    ax.imshow(_to_display(img), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                    ax.set_xlabel(f"[{img.min():.2f}, {img.max():.2f}]", fontsize=7)
                     label = f"{v}\nF(x{i + 1}, t)"
                 else:
-                    dd = delta[t]
-                    img = dd.mean(0) if dd.shape[0] > 1 else dd[0]  # channel mean for RGB
+                    part = (f[j][0] - x[0] - c[j]) if i == n else c[j]
+                    img = _channel_mean(part)
+                    scale = max(float(np.abs(img).max()), 1e-12)
                     ax.imshow(img, cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest")
-                    ax.set_xlabel(f"max |Δ| {np.abs(dd).max():.3f}", fontsize=7)
-                    label = f"{v}\nF(x1, t) − x1\n(±{scale:.3f})"
+                    ax.set_xlabel(f"±{scale:.2g}, rms {_rms(part):.2g}", fontsize=7)
+                    label = f"{v}\nr(x1, t) = F − x1 − c" if i == n else f"{v}\noffset c(t)"
                 if row == 0:
                     ax.set_title(f"t = {t:g}")
                 if j == 0:
                     ax.set_ylabel(label, color=variant_color(v), fontweight="bold", rotation=0, ha="right", va="center", labelpad=10, fontsize=9)
-    figure_header(fig, f"{dataset}: learned transformation F(x, t) on test images\n(images clipped to [-1, 1], value range below; last row per variant: change from x, red > 0 > blue)", [])
+    figure_header(
+        fig,
+        f"{dataset}: transformation F(x, t) on test images (images clipped to [-1, 1], value range below)\n"
+        "input-dependent part r and offset c (the mean of F − x over 128 test examples), each column on its own colour scale (±max, below)",
+        [],
+    )
     return save_figure(fig, path)
 
 
-
-def _transform_points(loaded: dict, x, dataset: str, path: Path) -> list[Path]:
-    """Per variant: scatter of F(x, t) at each t; a point keeps its colour (the angle of x)."""
+def _transform_points(loaded: dict, dataset: str, path: Path) -> list[Path]:
+    """Per variant: scatter of F(x, t) at each t; a point keeps its colour (the angle of x).
+    The titles give the offset's rms and the input-dependent part's rms separately."""
     plt = pyplot()
-    xn = x.numpy()
-    colour = np.arctan2(xn[:, 1], xn[:, 0])
-    fig, axes = plt.subplots(len(loaded), len(T_GRID), figsize=(3.0 * len(T_GRID), 3.5 * len(loaded) + 0.9), squeeze=False, sharex="row", sharey="row")
-    for vi, (v, (model, _)) in enumerate(loaded.items()):
-        outs = {t: _apply_F(model, x, t) for t in T_GRID}
-        lim = max(float(np.abs(o).max()) for o in outs.values()) * 1.05
-        for j, t in enumerate(T_GRID):
+    times = next(iter(loaded.values()))[1]["t"]
+    fig, axes = plt.subplots(len(loaded), len(times), figsize=(3.0 * len(times), 3.6 * len(loaded) + 0.9), squeeze=False, sharex="row", sharey="row")
+    for vi, (v, (seed, snap)) in enumerate(loaded.items()):
+        xn, outs, offsets = snap["x"], snap["F"], snap["offset"]
+        colour = np.arctan2(xn[:, 1], xn[:, 0])
+        lim = max(float(np.abs(o).max()) for o in outs) * 1.05
+        for j, t in enumerate(times):
             ax = axes[vi][j]
-            f = outs[t]
-            ax.scatter(f[:, 0], f[:, 1], c=colour, cmap="hsv", s=4, alpha=0.85, linewidths=0)
+            fj = outs[j]
+            ax.scatter(fj[:, 0], fj[:, 1], c=colour, cmap="hsv", s=4, alpha=0.85, linewidths=0, rasterized=True)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
-            moved = float(np.linalg.norm(f - xn, axis=1).mean())
-            ax.set_title(f"{v}, t = {t:g}\nmean |F(x,t) − x| = {moved:.3f}", color=variant_color(v), fontsize=9)
+            r = fj - xn - offsets[j]
+            ax.set_title(f"{v}, t = {t:g}\noffset rms {_rms(offsets[j]):.2g}, input-dep. rms {_rms(r):.2g}", color=variant_color(v), fontsize=9)
             ax.set_xlabel("F(x, t)₁")
             if j == 0:
                 ax.set_ylabel("F(x, t)₂")
-    figure_header(fig, f"{dataset}: learned transformation F(x, t) of {len(xn)} test points (colour: angle of x, to follow each point)", [])
+    n_points = next(iter(loaded.values()))[1]["x"].shape[0]
+    figure_header(fig, f"{dataset}: learned transformation F(x, t) of {n_points} test points (colour: angle of x, to follow each point)", [])
     return save_figure(fig, path)
-
 
 
 def _manifest_records(res: Results, d: str, v: str, sampler: str) -> tuple[int, list[dict]] | None:
@@ -281,17 +244,10 @@ def tile_images(samples: np.ndarray, levels: int, n: int = SAMPLE_TILE) -> np.nd
 
 
 
-def _reference_points(res: Results, config: dict, d: str) -> np.ndarray | None:
-    from ndm.pipeline.config import resolve_run_config
-    from ndm.pipeline.data import load_dataset
-
-    try:
-        run = resolve_run_config(config, d, res.variants[0], res.seeds_of(d)[0])
-        ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=run.seed, **run.data.options)
-        return ds.test[:TOY_POINTS].numpy()
-    except Exception:  # noqa: BLE001
-        return None
-
+def _reference_points(res: Results, dataset: str) -> np.ndarray | None:
+    """The toy test points that prepare_data wrote into data.json (vector data only)."""
+    points = (res.data_info.get(dataset) or {}).get("test_points")
+    return np.asarray(points, dtype=np.float64) if points else None
 
 
 def samples_figure(res: Results, config: dict, dataset: str, sampler: str, path: Path) -> list[Path]:
@@ -304,7 +260,7 @@ def samples_figure(res: Results, config: dict, dataset: str, sampler: str, path:
     levels = (res.data_info.get(dataset) or {}).get("levels")
     plt = pyplot()
     image = None
-    fig, axes = plt.subplots(len(variants), len(steps), figsize=(2.6 * len(steps) + 0.8, 2.6 * len(variants) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(variants), len(steps), figsize=(2.0 * len(steps) + 0.8, 2.0 * len(variants) + 0.6), squeeze=False)
     ref = None
     for i, v in enumerate(variants):
         seed, recs = found[v]
@@ -327,7 +283,7 @@ def samples_figure(res: Results, config: dict, dataset: str, sampler: str, path:
                     ax.set_yticks([])
                 else:
                     if ref is None:
-                        ref = _reference_points(res, config, dataset)
+                        ref = _reference_points(res, dataset)
                     # Rasterised points and no tick labels: the 2-D grids (8 variants x 5 step
                     # counts x 2000 points) otherwise took most of the report's time, in the PDF's
                     # per-marker output and tick layout (the axes are the same in every cell).
@@ -349,7 +305,7 @@ def samples_figure(res: Results, config: dict, dataset: str, sampler: str, path:
     what = f"first {SAMPLE_TILE * SAMPLE_TILE} samples per cell" if image else f"samples (colour) over test data (grey), both axes [-{lim:.2g}, {lim:.2g}]" if ref is not None and lim else "samples (colour) over test data (grey)"
     fig.suptitle(f"{dataset}: {sampler} sampler, {what}", fontweight="bold")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=SAMPLE_DPI)
 
 
 

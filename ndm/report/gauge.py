@@ -2,17 +2,17 @@
 c(t) (the mean over test examples) and the input-dependent rest, over t (docs/math.md "Gauge
 freedom of F"; ndm.estimators.gauge.offset_decomposition).
 
-    gauge_frame(res)                    one row per (dataset, variant, seed, t), from the trained models
+    gauge_frame(res, config)            one row per (dataset, variant, seed, t), from likelihood.json
     gauge_table(frame, res)             tables/gauge.*: the split at T_TABLE, mean over seeds
     gauge_figure(frame, dataset, path)  figures/gauge_<dataset>.*: the split over t, a line per variant
 
-The numbers come from the models in results/ (model.pt, EMA weights) on the first N_EXAMPLES
-test examples, as the transforms figure does.
+The numbers come from result files: the evaluate_likelihood job records the split of the EMA
+model on the first N_EXAMPLES test examples (likelihood.json "transform",
+ndm.estimators.gauge.transform_record); the report loads no model.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -20,18 +20,16 @@ import numpy as np
 import pandas as pd
 
 from ndm.model.specs import get_variant, model_name_problem
-from ndm.report.collect import Results
+from ndm.report.collect import Results, read_json
 from ndm.report.style import message_figure, pyplot, save_figure, variant_color
 from ndm.report.table_format import Table, fmt_num
 
-log = logging.getLogger(__name__)
 
-N_EXAMPLES = 128
-T_FIGURE = tuple(round(i / 20, 2) for i in range(21))
+N_EXAMPLES = 128  # as ndm.estimators.gauge.SPLIT_EXAMPLES, which the evaluation job uses
 T_TABLE = (0.25, 0.5, 0.75, 1.0)
 FRAME_COLUMNS = [
     "dataset", "variant", "seed", "gauge", "transform_time", "t",
-    "offset_rms", "input_rms", "offset_rate_rms", "input_rate_rms", "n_examples",
+    "offset_rms", "input_rms", "offset_rate_rms", "input_rate_rms", "n_examples", "sigma_over_alpha", "data_rms",
 ]  # fmt: skip
 TABLE_COLUMNS = [
     "dataset", "variant", "gauge", "t", "offset_rms", "input_rms", "offset_to_input",
@@ -52,35 +50,31 @@ def learned_f_variants(variants: list[str]) -> list[str]:
     return [v for v in variants if model_name_problem(v) is None and get_variant(v).transform in ("neural", "latent")]
 
 
-def _model_rows(path: Path, dataset: str, variant: str, seed: int) -> list[dict]:
-    from ndm.estimators.gauge import offset_decomposition
-    from ndm.pipeline.evaluate import load_split
-    from ndm.pipeline.train import load_trained_model
-
-    model, run = load_trained_model(path)
-    x, _ = load_split(run, "test", N_EXAMPLES)
-    x = x.to(next(model.parameters()).dtype)
-    split = offset_decomposition(model, x, T_FIGURE)
-    meta = {"dataset": dataset, "variant": variant, "seed": seed, "gauge": gauge_label(run.model), "transform_time": run.model.transform_time}
-    return [{**meta, **s.as_dict()} for s in split]
+def _file_rows(record: dict, dataset: str, variant: str, seed: int, model_config) -> list[dict]:
+    meta = {"dataset": dataset, "variant": variant, "seed": seed, "gauge": gauge_label(model_config), "transform_time": model_config.transform_time}
+    columns = ("t", "offset_rms", "input_rms", "offset_rate_rms", "input_rate_rms", "n_examples")
+    extra = {"data_rms": record.get("data_rms", math.nan)}
+    return [{**meta, **{k: s.get(k, math.nan) for k in columns}, "sigma_over_alpha": s.get("sigma_over_alpha", math.nan), **extra} for s in record["splits"]]
 
 
-def gauge_frame(res: Results, errors: list[str] | None = None) -> pd.DataFrame:
-    """The split for every learned-F model in results/; a model that cannot be loaded or evaluated
-    is skipped (and named in errors), the others still count."""
+def gauge_frame(res: Results, config: dict, errors: list[str] | None = None) -> pd.DataFrame:
+    """The split for every learned-F model in results/, read from its likelihood.json; a run whose
+    file lacks the split (written before the split was recorded) is named in errors."""
+    from ndm.pipeline.config import resolve_run_config
+
     rows: list[dict] = []
     for d in res.datasets:
         for v in learned_f_variants(res.variants):
             for s in res.seeds_of(d, v):
-                path = res.run_dir(d, v, s) / "model.pt"
-                if not path.exists():
+                path = res.run_dir(d, v, s) / "likelihood.json"
+                record = read_json(path)
+                if record is None:
                     continue
-                try:
-                    rows += _model_rows(path, d, v, s)
-                except Exception as exc:  # noqa: BLE001 - one unreadable model must not lose the others
-                    log.exception("gauge split of %s failed", path)
+                if "transform" not in record:
                     if errors is not None:
-                        errors.append(f"gauge {d}/{v}/seed{s}: {type(exc).__name__}: {exc}")
+                        errors.append(f"gauge {d}/{v}/seed{s}: {path} has no 'transform' record (rerun its evaluate_likelihood job)")
+                    continue
+                rows += _file_rows(record["transform"], d, v, s, resolve_run_config(config, d, v, s).model)
     return pd.DataFrame(rows, columns=FRAME_COLUMNS)
 
 
@@ -129,7 +123,9 @@ def gauge_table(frame: pd.DataFrame, res: Results) -> Table:
 
 def gauge_figure(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     """Two panels (F − x and dF/dt): per variant (and gauge) the offset's rms (solid) and the
-    input-dependent rms (dashed) over t, mean over seeds, log scale."""
+    input-dependent rms (dashed) over t, mean over seeds, log scale; on the F − x panel two
+    reference lines: the data's rms about its mean, and the noise scale sigma_t / alpha_t (an
+    input-dependent part far below it changes z_t by little against the noise)."""
     title = f"{dataset}: offset vs input-dependent part of the learned F"
     sub = frame[frame["dataset"] == dataset] if not frame.empty else frame
     if sub.empty:
@@ -145,6 +141,8 @@ def gauge_figure(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
             marker = "o" if gauge == "none" else "s"
             ax.plot(t, m[off].to_numpy(), color=variant_color(v), marker=marker, markersize=3, linewidth=2, linestyle="-" if gauge == "none" else ":", label=f"{tag}: offset c(t)")
             ax.plot(t, m[inp].to_numpy(), color=variant_color(v), marker=marker, markersize=3, linewidth=1.2, linestyle="--", alpha=0.8, label=f"{tag}: input-dependent")
+        if off == "offset_rms":
+            _reference_lines(ax, sub)
         values = sub[[off, inp]].to_numpy().ravel()
         if np.isfinite(values).any() and (values[np.isfinite(values)] > 0).any():
             ax.set_yscale("log")
@@ -158,4 +156,16 @@ def gauge_figure(frame: pd.DataFrame, dataset: str, path: Path) -> list[Path]:
     return save_figure(fig, path)
 
 
-__all__ = ["N_EXAMPLES", "T_FIGURE", "T_TABLE", "gauge_figure", "gauge_frame", "gauge_table", "learned_f_variants"]
+def _reference_lines(ax, sub: pd.DataFrame) -> None:
+    """The data's rms about its mean (grey, dotted) and sigma_t / alpha_t of the first model's
+    schedule (black, dash-dot; schedules differ between variants only when learned)."""
+    data_rms = sub["data_rms"].dropna()
+    if not data_rms.empty:
+        ax.axhline(float(data_rms.iloc[0]), color="0.45", linestyle=":", linewidth=1.2, label="data rms (x − mean x)")
+    first = sub[sub["variant"] == sub["variant"].iloc[0]].groupby("t")["sigma_over_alpha"].mean().dropna()
+    first = first[first.index > 0]
+    if not first.empty:
+        ax.plot(first.index.to_numpy(), first.to_numpy(), color="black", linestyle="-.", linewidth=1.0, label=f"σ_t / α_t ({sub['variant'].iloc[0]})")
+
+
+__all__ = ["N_EXAMPLES", "T_TABLE", "gauge_figure", "gauge_frame", "gauge_table", "learned_f_variants"]

@@ -34,7 +34,7 @@ def report_outputs(config: dict) -> list[str]:
     """Files compile_report writes, relative to its out directory."""
     files = ["README.md"]
     files += [f"tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-    files += [f"figures/{f}.{ext}" for f in figure_names(config) for ext in ("png", "pdf")]
+    files += [f"figures/{f}.png" for f in figure_names(config)]  # one format per figure: PNG
     return files
 
 

@@ -13,21 +13,33 @@ from ndm.model.specs import VARIANTS, base_variant
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# One fixed colour per variant, in the order variants.VARIANTS lists them, so a variant
-# has the same colour in every figure of every report (colour-blind safe "colorblind" palette
-# plus two distinct extras for the 7th and 8th variant).
-_PALETTE = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#56b4e9", "#7570b3"]
+# One fixed colour and marker per variant, in the order variants.VARIANTS lists them, so a
+# variant looks the same in every figure of every report: the colour-blind safe "colorblind"
+# palette for the first eight, then distinct hues spaced by the golden angle (`palette`), so a
+# ninth variant never takes an earlier one's colour or marker.
+_BASE_COLORS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#56b4e9", "#7570b3"]
+_MARKERS = ["o", "s", "v", "D", "^", "P", "X", "*", "<", ">", "H", "8", "p", "h", "d"]
+
+
+def palette(n: int) -> list[str]:
+    """n distinct colours: the base palette, then hues at golden-angle steps (fixed lightness)."""
+    import colorsys
+
+    colors = list(_BASE_COLORS[:n])
+    for i in range(len(colors), n):
+        r, g, b = colorsys.hls_to_rgb((0.11 + 0.6180339887 * i) % 1.0, 0.42, 0.7)
+        colors.append("#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b))))
+    return colors
+
+
+def markers(n: int) -> list[str]:
+    """n markers; past the list's end they repeat, and the colour (always distinct) tells them apart."""
+    return [_MARKERS[i % len(_MARKERS)] for i in range(n)]
+
+
 VARIANT_ORDER: list[str] = list(VARIANTS)
-VARIANT_COLORS: dict[str, str] = {v: _PALETTE[i % len(_PALETTE)] for i, v in enumerate(VARIANT_ORDER)}
-VARIANT_MARKERS: dict[str, str] = dict(zip(VARIANT_ORDER, ["o", "s", "v", "D", "^", "P", "X", "*"]))
-SAMPLER_DASHES: dict[str, tuple] = {
-    "ancestral": (None, None),
-    "ddim": (5, 2),
-    "ode-heun": (2, 2),
-    "ode-euler": (6, 2, 1, 2),
-    "ode-adaptive": (1, 1),
-    "sde-em": (8, 3),
-}
+VARIANT_COLORS: dict[str, str] = dict(zip(VARIANT_ORDER, palette(len(VARIANT_ORDER))))
+VARIANT_MARKERS: dict[str, str] = dict(zip(VARIANT_ORDER, markers(len(VARIANT_ORDER))))
 
 # Metric names as the result files carry them -> axis labels. A classifier FD is never "FID".
 METRIC_LABELS: dict[str, str] = {
@@ -50,7 +62,7 @@ def _shade(hex_color: str, factor: float) -> str:
 # Several tagged copies of one variant (ndm@gauge, ndm@compute) share its hue: each tag gets its
 # own shade and marker so that they stay apart in every figure; an unknown tag gets the next one.
 TAG_SHADES = {"params": 0.55, "gauge": 0.4, "compute": 1.9}
-TAG_MARKERS = {"params": "d", "gauge": "p", "compute": "h"}  # none of VARIANT_MARKERS
+TAG_MARKERS = {"params": "d", "gauge": "p", "compute": "h"}  # none of the first 8 variants' markers
 _EXTRA_SHADES = (0.7, 1.5, 0.3, 2.5)
 _EXTRA_MARKERS = ("8", "<", ">", "H")
 
@@ -100,15 +112,19 @@ def pyplot():
     return plt
 
 
-def save_figure(fig: Figure, path: Path) -> list[Path]:
-    """Write path (PNG) and the same figure as PDF beside it; close the figure."""
+# PNG with no software version or date in its metadata: an unchanged figure is byte-identical
+# across runs and machines, so a rerun adds nothing to a clone (docs/architecture.md, Reports).
+PNG_METADATA = {"Software": None}
+DPI = 110
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> list[Path]:
+    """Write the figure as one PNG at `path` (deterministic metadata); close the figure."""
     plt = pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    pdf = path.with_suffix(".pdf")
-    fig.savefig(pdf, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=PNG_METADATA)
     plt.close(fig)
-    return [path, pdf]
+    return [path]
 
 
 def message_figure(path: Path, title: str, lines: list[str]) -> list[Path]:

@@ -209,9 +209,7 @@ def report_inputs():
         files.append(f"{RESULTS}/{d}/data.json")
         for v in VARIANTS:
             for s in seeds_of(d, v):
-                m = model_dir(d, v, s)
-                files.append(f"{m}/model.pt")
-                files += [f"{m}/samples/{sampler}/manifest.json" for sampler in samplers(d)]
+                files += [f"{model_dir(d, v, s)}/samples/{sampler}/manifest.json" for sampler in samplers(d)]
     if Path(PUBLISHED_CSV).exists():
         files.append(PUBLISHED_CSV)
     return files

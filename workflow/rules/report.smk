@@ -4,10 +4,11 @@
 #
 # The rule's outputs are every file ndm.report writes for this config (report_outputs);
 # its inputs every file it reads: the result JSON of each run (all_results, common.smk;
-# first, so params.results can be derived from input[0]), the model.pt files the schedule
-# and transformation figures load, the sample manifests of the sample grids, each
-# dataset's data.json (levels of the images) and configs/published.csv; last, the claims on
-# the Gaussian oracle (claims.smk).
+# first, so params.results can be derived from input[0]; likelihood.json also holds each
+# model's schedule, F snapshot and gauge split), the sample manifests of the sample grids,
+# each dataset's data.json (levels of the images, toy test points) and configs/published.csv;
+# last, the claims on the Gaussian oracle (claims.smk). Never a model.pt: the report
+# recompiles from result files alone.
 
 rule report:
     input:
