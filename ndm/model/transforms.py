@@ -309,7 +309,3 @@ class BlurTransform(Transform):
         d = self.frequency_gains(t).to(torch.float64)
         m = self.m_h.to(torch.float64)
         return m.T @ (d.unsqueeze(-1) * m)
-
-
-TRANSFORMS = ("identity", "neural", "latent", "blur")
-TRANSFORM_TIME = ("jvp", "separable")  # how a learned time-dependent F gets dF/dt (ModelConfig.transform_time)

@@ -42,10 +42,6 @@ def noise_seed(seed: int, steps: int, shard: int = 0) -> int:
     return (seed * 100_003 + steps + shard * SHARD_STRIDE) % 2**32 if shard else seed * 100_003 + steps
 
 
-def shard_dir(sampler_dir: str | Path, shard: int) -> Path:
-    return Path(sampler_dir) / f"shard{shard}"
-
-
 def _step_count(path: str | Path) -> int:
     return int(Path(path).stem.replace("steps", ""))
 

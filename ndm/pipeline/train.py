@@ -329,8 +329,9 @@ def _train(run: RunConfig, out: Path, world: World, device: torch.device, record
     x_train = x_train.to(device)
     state = build_state(run, event_shape, levels, device, data_gen)
     if run.model.transform_reference == "data_mean":  # before resume: a checkpoint holds the same x_ref
-        for m in (state.model, state.ema):  # x_ref = the training mean; cheap, so computed per copy
-            set_reference(m.transform, x_train.mean(0))
+        x_ref = x_train.mean(0)  # the training mean
+        for m in (state.model, state.ema):
+            set_reference(m.transform, x_ref)
     meta = model_metadata(run, event_shape, levels)
     final_loss = resume(state, run, out / CHECKPOINT, out / METRICS if world.main else None, recorder)
     resumed_from, t_start = state.step, time.time()

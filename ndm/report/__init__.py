@@ -17,8 +17,8 @@ from typing import Any
 
 from ndm.report.outputs import TABLES, figure_names, report_outputs
 
-# The report's own modules (pandas, scipy, matplotlib: about 1.7 s) load on first use, so that
-# the Snakefile, which needs report_outputs only, starts fast in every job.
+# The report's own modules (pandas, scipy, matplotlib) load on first use, so that the
+# Snakefile, which needs report_outputs only, starts fast in every job (docs/performance.md).
 _LAZY = {"compile_report": "ndm.report.compile", "collect": "ndm.report.collect", "Results": "ndm.report.collect", "load_published": "ndm.report.published"}
 
 

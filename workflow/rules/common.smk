@@ -197,8 +197,8 @@ def all_results():
 
 from ndm.report import report_outputs
 
-# Replaces the shorter list in common.smk: `rule all` (Snakefile) reads this name after
-# every include, so it asks for every table and figure.
+# Every file the report writes: the report rule's outputs, and `rule all` (Snakefile) asks
+# for them all.
 REPORT_OUTPUTS = [f"{REPORTS}/{rel}" for rel in report_outputs(CONFIG_RESOLVED)]
 PUBLISHED_CSV = config.get("published", "configs/published.csv")
 
