@@ -19,7 +19,8 @@ from torch import Tensor
 from test_sampling import CountingNet, FastGaussianOracle, SmoothF, exact_flow, oracle, randomize
 
 from ndm.estimators.gaussian import GaussianSpec
-from ndm.estimators.multistep import dpmpp_2m, edm_heun, multistep_nfe, ndm_2m
+from ndm.estimators.multistep import dpmpp_2m, edm_heun, ndm_2m
+from ndm.names import sampler_spec
 from ndm.estimators.sampling import SamplerSettings, decode, expected_nfe, sample, seed_generator, solve
 from ndm.estimators.time_grids import EDM_RHO, TIME_GRIDS, make_time_grid
 from ndm.model.networks import NetworkConfig
@@ -266,7 +267,7 @@ def test_nfe_is_counted_exactly_on_every_grid(variant):
     }
     for sampler, want in closed.items():
         assert expected_nfe(m, sampler, n_steps) == want
-        assert multistep_nfe(m, sampler, n_steps) == (want[0] - decode_calls, want[1])
+        assert sampler_spec(sampler).nfe(n_steps, learned, m.transform.time_dependent) == (want[0] - decode_calls, want[1])
         for kind in TIME_GRIDS:
             m.net.rows = 0
             if learned:
@@ -278,7 +279,6 @@ def test_nfe_is_counted_exactly_on_every_grid(variant):
             assert res.summary()["time_grid"] == kind
 
 
-def test_multistep_nfe_rejects_other_samplers():
-    m, _ = oracle("ddpm")
-    with pytest.raises(ValueError, match="not one of the multistep samplers"):
-        multistep_nfe(m, "ddim", 3)
+def test_adaptive_sampler_record_has_no_predicted_nfe():
+    with pytest.raises(ValueError, match="counted, not predicted"):
+        sampler_spec("ode-adaptive").nfe(3, False, True)

@@ -475,3 +475,22 @@ def test_number_format_keeps_small_values_and_magnitude_intervals() -> None:
     assert _by(pd.Series({"diff": -128.2, "ci_low": -136.9, "ci_high": -119.6})) == "128.2 (95% CI 119.6 to 136.9)"
     # an interval across zero keeps the signed difference's interval, labelled
     assert _by(pd.Series({"diff": 1.0, "ci_low": -0.5, "ci_high": 2.5})) == "1.000 (95% CI of NDM − base [-0.500, +2.500])"
+
+
+def test_report_roles_come_from_the_config(tiny: dict, tmp_path: Path) -> None:
+    """`report:` names the model and its baselines: a report about ndm-vdm against vdm holds
+    only that comparison; a misspelt role fails the config check with the name and the fix."""
+    from ndm.pipeline.config import ConfigError
+    from ndm.pipeline.report_config import ReportConfig, resolve_report_config
+
+    assert resolve_report_config({}) == ReportConfig()
+    with pytest.raises(ConfigError, match="unknown variant 'ndn'"):
+        resolve_report_config({"report": {"model": "ndn"}})
+    with pytest.raises(ConfigError, match="unknown sampler 'ode-hen'"):
+        resolve_report_config({"report": {"ode_sampler": "ode-hen"}})
+    config = {**tiny["config"], "report": {"model": "ndm", "baselines": ["vdm"]}}
+    compile_report(config, tiny["results"], tmp_path / "out")
+    comp = pd.read_csv(tmp_path / "out" / "tables" / "few_step_comparison.csv")
+    assert set(comp["baseline"]) == {"vdm"}
+    default = pd.read_csv(tiny["out"] / "tables" / "few_step_comparison.csv")
+    assert {"ddpm", "vdm"} <= set(default["baseline"])

@@ -9,7 +9,6 @@ as one unsharded file. A dry run checks the DAG: 3 sample jobs per (model, sampl
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--model", required=True, help="trained model file (OUT/model.pt of `ndm train`)")
     p.add_argument("--sampler", required=True, choices=SAMPLERS)
-    p.add_argument("--steps", type=int, default=None, help="number of steps (all samplers but ode-adaptive)")
+    p.add_argument("--steps", type=int, default=None, help="number of steps (every fixed-step sampler; not ode-adaptive)")
     p.add_argument("--time-grid", default="uniform-t", choices=TIME_GRIDS, help="grid of the fixed-step samplers (ndm.estimators.time_grids)")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise generator (CPU, so any device gives the same noise)")
@@ -56,7 +56,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, run = load_trained_model(args.model, device=device, ema=not args.raw_weights)
-    steps = None if args.sampler == "ode-adaptive" else args.steps
+    steps = args.steps if args.sampler in FIXED_STEP_SAMPLERS else None
     res = sample(
         model,
         args.n,

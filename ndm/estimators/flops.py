@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ndm.estimators.eval_mode import eval_mode
+from ndm.names import sampler_spec
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -43,7 +44,7 @@ def _one_sample_flops(model, sampler: str, steps: int, device) -> int:
 
 
 def sampling_flops(model, sampler: str, steps: int | None, nfe: float | None = None, device: str | torch.device = "cpu", cache: dict | None = None) -> float:
-    """FLOPs per sample of `sampler` at `steps` (ode-adaptive: at its measured `nfe`).
+    """FLOPs per sample of `sampler` at `steps` (an adaptive sampler: at its measured `nfe`).
 
     cache: a dict kept by the caller across calls for one model (the counts at 2 and 3 steps
     do not depend on `steps`)."""
@@ -55,9 +56,10 @@ def sampling_flops(model, sampler: str, steps: int | None, nfe: float | None = N
                 cache[(name, n)] = _one_sample_flops(model, name, n, device)
         return cache[(name, n)]
 
-    if sampler == "ode-adaptive":
+    if not sampler_spec(sampler).fixed_step:
         if nfe is None:
-            raise ValueError("ode-adaptive's FLOPs need its measured NFE")
+            raise ValueError(f"{sampler}'s FLOPs need its measured NFE")
+        # An adaptive solver's evaluation costs what one of ode-heun's two drift evaluations does.
         return float(nfe) * (at("ode-heun", 3) - at("ode-heun", 2)) / 2.0
     return float(at(sampler, 2) + (int(steps) - 2) * (at(sampler, 3) - at(sampler, 2)))
 

@@ -293,7 +293,7 @@ def ode_log_density(
             return field(t, state[0])
 
         times = torch.tensor([0.0, 1.0], dtype=torch.float64, device=z0.device)
-        # step_t = [1]: the last step lands on t = 1 instead of stepping past it (see sampling._adaptive).
+        # step_t = [1]: the last step lands on t = 1 instead of stepping past it (see sampling.adaptive_solve).
         z_traj, div_traj = odeint(augmented, (z0, int_div), times, method="dopri5", rtol=solver.rtol, atol=solver.atol, options={"step_t": times[1:]})
         z1, int_div = z_traj[-1], div_traj[-1]
     log_prior = -0.5 * z1.reshape(b, -1).pow(2).sum(1) - 0.5 * z1[0].numel() * math.log(2 * math.pi)

@@ -158,18 +158,4 @@ def multistep_2m(model: DiffusionModel, z: Tensor, grid: Tensor, on_step: Callab
     return solver(model, z, grid, on_step)
 
 
-GRID_SOLVERS: dict[str, Callable[..., Tensor]] = {"dpmpp-2m": multistep_2m, "edm-heun": edm_heun}
-
-
-def multistep_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
-    """(x_hat calls, learned-F calls) per sample of the solver steps (the decode call not included)."""
-    if sampler == "dpmpp-2m":
-        if not model.transform.learned:
-            return steps, 0
-        return steps, (steps if not model.transform.time_dependent else 3 * steps - 1)
-    if sampler == "edm-heun":
-        return 2 * steps, (2 * steps if model.transform.learned else 0)
-    raise ValueError(f"{sampler!r} is not one of the multistep samplers {tuple(GRID_SOLVERS)}")
-
-
-__all__ = ["GRID_SOLVERS", "dpmpp_2m", "edm_denoiser", "edm_heun", "multistep_2m", "multistep_nfe", "ndm_2m"]
+__all__ = ["dpmpp_2m", "edm_denoiser", "edm_heun", "multistep_2m", "ndm_2m"]

@@ -56,14 +56,10 @@ import torch
 from torch import Tensor, nn
 
 from ndm.estimators.eval_mode import eval_mode
-from ndm.estimators.multistep import GRID_SOLVERS, multistep_nfe
 from ndm.estimators.time_grids import make_time_grid
 from ndm.model.data_space import from_model_space
 from ndm.model.diffusion import DiffusionModel
-from ndm.names import FIXED_STEP_SAMPLERS, SAMPLERS, TIME_GRIDS
-
-# x_hat evaluations per step of the fixed-step samplers (the decode call comes on top).
-EVALS_PER_STEP: dict[str, int] = {"ancestral": 1, "ddim": 1, "ode-euler": 1, "ode-heun": 2, "sde-em": 1, "dpmpp-2m": 1, "edm-heun": 2}
+from ndm.names import FIXED_STEP_SAMPLERS, SAMPLERS, TIME_GRIDS, load_object, sampler_spec
 
 
 @dataclass
@@ -214,16 +210,7 @@ def em_step(model: DiffusionModel, z: Tensor, t: Tensor, s: Tensor, generator: t
     return z + model._bc(s - t) * d["reverse"] + model._bc(torch.sqrt(d["g2"] * (t - s))) * noise
 
 
-STEP_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
-    "ancestral": ancestral_step,
-    "ddim": ddim_step,
-    "ode-euler": euler_step,
-    "ode-heun": heun_step,
-    "sde-em": em_step,
-}
-
-
-def _adaptive(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) -> Tensor:
+def adaptive_solve(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) -> Tensor:
     from torchdiffeq import odeint
 
     def h(t: Tensor, z: Tensor) -> Tensor:
@@ -242,8 +229,7 @@ def _adaptive(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) -> Te
 
 
 def _check(sampler: str, steps: int | None, time_grid: str = "uniform-t") -> None:
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    sampler_spec(sampler)  # unknown sampler: ValueError naming the known ones
     if sampler in FIXED_STEP_SAMPLERS and (steps is None or int(steps) < 1):
         raise ValueError(f"sampler {sampler!r} needs steps >= 1, got {steps}")
     if time_grid not in TIME_GRIDS:
@@ -266,8 +252,8 @@ class SamplerSettings:
 
     @property
     def fixed_steps(self) -> int | None:
-        """The step count, None for ode-adaptive (which takes as many as its tolerances need)."""
-        return None if self.sampler == "ode-adaptive" else int(self.steps)
+        """The step count, None for an adaptive sampler (which takes as many as its tolerances need)."""
+        return int(self.steps) if sampler_spec(self.sampler).fixed_step else None
 
 
 @torch.no_grad()
@@ -284,16 +270,16 @@ def solve(
 
     Exposed so that tests can compare deterministic samplers with an exact flow map.
     """
-    sampler, steps = settings.sampler, settings.fixed_steps
-    if steps is None:
-        return _adaptive(model, z1, settings.rtol, settings.atol)
+    spec, steps = sampler_spec(settings.sampler), settings.fixed_steps
+    run = load_object(spec.function)
+    if spec.kind == "adaptive":
+        return run(model, z1, settings.rtol, settings.atol)
     grid = make_time_grid(steps, settings.time_grid, model.schedule, device=z1.device, dtype=z1.dtype)
-    if sampler in GRID_SOLVERS:
-        return GRID_SOLVERS[sampler](model, z1, grid, on_step)
-    step = STEP_FUNCTIONS[sampler]
+    if spec.kind == "grid":
+        return run(model, z1, grid, on_step)
     z = z1
     for i in range(steps):
-        z = step(model, z, _full(grid[i], z), _full(grid[i + 1], z), generator)
+        z = run(model, z, _full(grid[i], z), _full(grid[i + 1], z), generator)
         if on_step is not None:
             on_step()
     return z
@@ -354,25 +340,15 @@ def sample(
 
 
 def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
-    """(nfe, nfe_F) per sample of a fixed-step sampler, by the definitions above.
-
-    x_hat: EVALS_PER_STEP * N, plus 1 for the decode when F(x, 0) != x.
-    F (learned only): the posterior samplers evaluate F(x_hat, s) and F(x_hat, t) per step,
-    the drift samplers one JVP of F per x_hat evaluation (time-independent F: one forward),
-    the multistep samplers as `ndm.estimators.multistep.multistep_nfe`.
-    """
+    """(nfe, nfe_F) per sample of a fixed-step sampler, from its record (ndm.names.SamplerSpec):
+    x_hat_per_step * N, plus 1 for the decode when F(x, 0) != x; F calls for a learned F only."""
     _check(sampler, steps)
-    if sampler not in FIXED_STEP_SAMPLERS:
+    spec = sampler_spec(sampler)
+    if not spec.fixed_step:
         raise ValueError("the adaptive sampler's NFE is counted, not predicted")
     decode_calls = 0 if model.transform.identity_at_zero else 1
-    if sampler in GRID_SOLVERS:
-        nfe, nfe_f = multistep_nfe(model, sampler, steps)
-        return nfe + decode_calls, nfe_f
-    nfe = EVALS_PER_STEP[sampler] * steps + decode_calls
-    if not model.transform.learned:
-        return nfe, 0
-    per_step_f = 2 if sampler in ("ancestral", "ddim") else EVALS_PER_STEP[sampler]
-    return nfe, per_step_f * steps
+    nfe, nfe_f = spec.nfe(int(steps), model.transform.learned, model.transform.time_dependent)
+    return nfe + decode_calls, nfe_f
 
 
 def seed_generator(seed: int) -> torch.Generator:
@@ -381,7 +357,7 @@ def seed_generator(seed: int) -> torch.Generator:
 
 
 __all__ = [
-    "EVALS_PER_STEP",
+    "adaptive_solve",
     "EvalCounter",
     "FIXED_STEP_SAMPLERS",
     "SAMPLERS",

@@ -156,6 +156,10 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
         raise ConfigError(f"datasets must be a non-empty mapping of dataset sections; got {datasets!r}")
     _check_dataset_seeds(datasets)
     _check_multi_seed_variants(datasets)
+    resolve_report_config(dict(config))  # the report's roles: known model and sampler names
+
+
+from ndm.pipeline.report_config import resolve_report_config  # noqa: E402 - after the helpers it does not need
 
 
 __all__ = ["check_pipeline_config", "typed_overrides"]

@@ -12,10 +12,10 @@ torchvision datasets can download). A missing dataset raises one
 :class:`DatasetNotFound` that names every path searched and how to get the data.
 
 Adding a dataset is one loader function ``f(request: LoadRequest, *, option=...)``
-(in ndm/pipeline/datasets_packaged.py or ndm/pipeline/datasets_files.py; the
-:class:`Dataset` type and shared helpers are in ndm/pipeline/datasets_common.py)
-plus one entry in :data:`DATASETS`; its keyword-only parameters are the options
-:func:`load_dataset` accepts for it.
+(in ndm/pipeline/datasets_packaged.py or ndm/pipeline/datasets_files.py, or a module of your
+own; the :class:`Dataset` type and shared helpers are in ndm/pipeline/datasets_common.py)
+plus its record, ``ndm.names.DatasetSpec`` (``register_dataset``); its keyword-only
+parameters are the options :func:`load_dataset` accepts for it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from ndm.pipeline.datasets_common import (
@@ -35,21 +34,18 @@ from ndm.pipeline.datasets_common import (
     LoadRequest,
     default_data_root,
 )
-from ndm.pipeline.datasets_files import load_cifar10, load_imagenet32, load_imagenet64, load_mnist
+from ndm.names import DATASET_SPECS, DATASETS, load_object  # noqa: F401 - DATASETS re-exported
 from ndm.pipeline.datasets_packaged import (
     PATCH_PHOTOS_TEST,
     PATCH_PHOTOS_TRAIN,
     checkerboard_moments,
     extract_patches,
-    load_digits,
-    load_gaussian,
-    load_patches,
-    load_toy2d,
     sample_checkerboard,
 )
 
 __all__ = [
     "DATASETS",
+    "loader",
     "DATA_ROOT_ENV",
     "Dataset",
     "DatasetCorrupt",
@@ -78,21 +74,18 @@ from ndm.model.data_space import from_model_space, to_model_space  # noqa: E402,
 
 Loader = Callable[..., Dataset]
 
-#: name -> loader(LoadRequest(root, download, seed), **options). Keyword-only parameters are the options.
-DATASETS: dict[str, Loader] = {
-    "toy2d": load_toy2d,
-    "gaussian": load_gaussian,
-    "digits": load_digits,
-    "patches": load_patches,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "imagenet32": load_imagenet32,
-    "imagenet64": load_imagenet64,
-}
+
+def loader(name: str) -> Loader:
+    """The loader of a dataset's record: loader(LoadRequest(root, download, seed), **options);
+    its keyword-only parameters are the options."""
+    if name not in DATASET_SPECS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASET_SPECS))}")
+    return load_object(DATASET_SPECS[name].loader)
+
 
 def dataset_options(name: str) -> tuple[str, ...]:
     """The options (keyword-only parameters) a dataset's loader accepts."""
-    params = inspect.signature(DATASETS[name]).parameters.values()
+    params = inspect.signature(loader(name)).parameters.values()
     return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
@@ -111,8 +104,6 @@ def load_dataset(
     bundled datasets need nothing, and downsampled ImageNet is login-gated, so for it a
     missing file still raises DatasetNotFound with instructions.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -120,7 +111,7 @@ def load_dataset(
             f"unknown option(s) {', '.join(map(repr, unknown))} for dataset {name!r}; "
             f"accepted: {', '.join(allowed) or '(none)'}"
         )
-    return DATASETS[name](LoadRequest(None if root is None else Path(root), download, int(seed)), **options)
+    return loader(name)(LoadRequest(None if root is None else Path(root), download, int(seed)), **options)
 
 
 def load_split(run: Any, split: str, n: int | None = None) -> tuple[Tensor, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ndm.names import sampler_spec
 from ndm.pipeline.config import EvalConfig, RunConfig, resolve_eval_config
 from ndm.pipeline.data import load_split  # noqa: F401 - also imported from here by the codec and the report
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
@@ -179,7 +180,7 @@ def sample_steps_for(ev: EvalConfig, sampler: str) -> list[int]:
     steps = set(ev.sample_steps)
     if sampler == ev.paper_setting.sampler:
         steps.add(ev.paper_setting.steps)
-    return sorted(steps) if sampler != "ode-adaptive" else [0]
+    return sorted(steps) if sampler_spec(sampler).fixed_step else [0]
 
 
 def sample_grid(
@@ -201,7 +202,7 @@ def sample_grid(
     Files: out_dir/steps<N>.npz with `samples` (uint8 levels for discrete data, float32
     otherwise), nfe, nfe_F, flops_per_sample (ndm.estimators.flops), seconds, time_grid (eval.time_grid). The noise generator is
     seeded per (seed, steps), so a step count's samples do not depend on which other step
-    counts were run. ode-adaptive has no step count; its file is steps0.npz (NFE measured).
+    counts were run. An adaptive sampler has no step count; its file is steps0.npz (NFE measured).
     """
     from ndm.estimators.flops import sampling_flops
     from ndm.estimators.sampling import SamplerSettings, sample
@@ -215,17 +216,18 @@ def sample_grid(
     written: list[Path] = []
     records: list[dict[str, Any]] = []
     flops_cache: dict = {}
+    fixed = sampler_spec(sampler).fixed_step
     for steps in sample_steps_for(ev, sampler):
         gen = torch.Generator(device=device).manual_seed(noise_seed(run.seed, steps, shard))
         settings = SamplerSettings(
-            sampler, None if sampler == "ode-adaptive" else steps, time_grid=ev.time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol
+            sampler, steps if fixed else None, time_grid=ev.time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol
         )
         res = sample(model, n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
         # Network FLOPs per sample (x_hat and F, JVPs included): the few-step figure's compute axis.
-        flops = sampling_flops(model, sampler, None if sampler == "ode-adaptive" else steps, nfe=res.nfe, device=device, cache=flops_cache)
+        flops = sampling_flops(model, sampler, steps if fixed else None, nfe=res.nfe, device=device, cache=flops_cache)
         path = out_dir / f"steps{steps}.npz"
         arrays = dict(
             samples=samples.cpu().numpy(),

@@ -9,7 +9,7 @@ networks are counted in seconds on a CPU. From them:
     C_xhat   FLOPs of one x_hat network evaluation;  C_F = C_fwd - C_xhat (F and its JVP)
     train    steps x batch_size x 3 C_fwd            (backward ~ 2 forward)
     sample   n_samples x sum over samplers and step counts of (nfe C_xhat + nfe_F C_F),
-             nfe, nfe_F from ndm.estimators.sampling.expected_nfe; ode-adaptive at an assumed NFE
+             nfe, nfe_F from ndm.estimators.sampling.expected_nfe; an adaptive sampler at an assumed NFE
     likelihood  n_examples x (nelbo_time_samples + len(nelbo_steps) nelbo_step_samples + 12) C_fwd
              + ode.n_examples x NFE_ode x (1 + 2 probes) C_fwd   (12: the estimator-std probes;
              NFE_ode = 2 ode.steps for heun, the assumed adaptive NFE for dopri5)
@@ -23,13 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Shapes of the file datasets (ndm/pipeline/datasets_files.py), known without their files.
-FILE_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
-    "mnist": ((1, 28, 28), 256),
-    "cifar10": ((3, 32, 32), 256),
-    "imagenet32": ((3, 32, 32), 256),
-    "imagenet64": ((3, 64, 64), 256),
-}
+from ndm.names import DATASET_SPECS, sampler_spec
+
 ESTIMATOR_STD_EVALS = 12  # ndm.pipeline.evaluate.estimator_std: 3 schemes x 2 estimates x 2 times
 
 
@@ -61,8 +56,9 @@ class PlanRow:
 
 
 def event_shape(run) -> tuple[tuple[int, ...], int | None]:
-    if run.data.name in FILE_SHAPES:
-        return FILE_SHAPES[run.data.name]
+    spec = DATASET_SPECS[run.data.name]
+    if spec.file_backed:  # shape and levels from the dataset's record, without its files
+        return spec.event_shape, spec.levels
     from ndm.pipeline.data import load_dataset
 
     ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=0, **run.data.options)
@@ -91,7 +87,7 @@ def count_model_costs(run) -> tuple[ModelCosts, object]:
 def sampling_flops_per_sample(model, costs: ModelCosts, sampler: str, steps: int, adaptive_nfe: float) -> float:
     from ndm.estimators.sampling import expected_nfe
 
-    if sampler == "ode-adaptive":
+    if not sampler_spec(sampler).fixed_step:
         return adaptive_nfe * costs.fwd
     nfe, nfe_f = expected_nfe(model, sampler, steps)
     return nfe * costs.xhat + nfe_f * costs.f

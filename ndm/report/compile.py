@@ -15,6 +15,8 @@ from ndm.report.compression import compression_table
 from ndm.model.specs import base_variant
 from ndm.report.fewstep import answer, best_sampler_table, comparison_table, empty_comparison, seed_values
 from ndm.report.study import convergence_figure, convergence_table, matched_compute_table
+from ndm.pipeline.report_config import resolve_report_config
+from ndm.report.roles import using_roles
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.likelihood_pairs import likelihood_pairs_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
@@ -65,7 +67,14 @@ def _safe(what: str, fn, *args, errors: list[str], **kwargs) -> list[Path]:
 
 
 def compile_report(config: dict, results: str | Path, out: str | Path, published: str | Path | None = None) -> dict[str, Any]:
-    """Write tables/, figures/ and README.md under out from whatever results exist; return a summary."""
+    """Write tables/, figures/ and README.md under out from whatever results exist; return a summary.
+    The report's roles (which model, baselines, controls and samplers) come from the config's
+    `report:` section (ndm.pipeline.report_config)."""
+    with using_roles(resolve_report_config(config)):
+        return _compile(config, results, out, published)
+
+
+def _compile(config: dict, results: str | Path, out: str | Path, published: str | Path | None) -> dict[str, Any]:
     out = Path(out)
     res = collect(config, results)
     names = data_names(config)
@@ -86,18 +95,20 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     matched = matched_compute_table(res.curves, res.variants)
     est_std = estimator_std_table(res)
     claims = claims_table(Path(results) / CLAIMS_FILE)
-    written: list[Path] = []
-    for table in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, convergence, matched):
-        written += write_table(table, out / "tables")
-
-    fig_dir = out / "figures"
     errors: list[str] = []
     # The gauge split of every learned F (from likelihood.json): one frame serves the table and the figures.
     gauge_data = gauge_frame(res, config, errors)
     gauge_tab = gauge_table(gauge_data, res)
-    written += write_table(gauge_tab, out / "tables")
     compression = compression_table(results, pub)
-    written += write_table(compression, out / "tables")
+    # Every table once, in the order of outputs.TABLES (the report rule's outputs and README list them from there).
+    built = {t.name: t for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, gauge_tab, compression, convergence, matched)}
+    if set(built) != set(TABLES):
+        raise AssertionError(f"tables built {sorted(built)} differ from ndm.report.outputs.TABLES {sorted(TABLES)}")
+    written: list[Path] = []
+    for name in TABLES:
+        written += write_table(built[name], out / "tables")
+
+    fig_dir = out / "figures"
     units = _units(res)
     written += _safe("fid_vs_nfe", figures.fid_vs_nfe_figure, few.data, fig_dir / "fid_vs_nfe.png", errors=errors)
     written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
@@ -125,7 +136,7 @@ def compile_report(config: dict, results: str | Path, out: str | Path, published
     return {
         "out": str(out),
         "files": len(written),
-        "rows": {t.name: len(t.data) for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, compression, convergence, matched)},
+        "rows": {name: len(built[name].data) for name in TABLES},
         "missing_files": len(res.missing),
         "unreadable_files": len(res.unreadable),
         "figure_errors": errors,

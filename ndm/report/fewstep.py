@@ -27,14 +27,13 @@ import numpy as np
 import pandas as pd
 
 from ndm.model.specs import base_variant
+from ndm.report.roles import roles
 from ndm.report.fewstep_answer import _ci, answer, describe  # noqa: F401 - answer, describe re-exported
 from ndm.report.table_format import Table, fmt_diff, fmt_num
 from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocabulary of the few-step tables
-    BASELINES,
     BEST,
     BETTER,
     LEVEL,
-    NDM,
     NELBO_METRIC,
     ONE_SEED,
     SE_PAIRED,
@@ -76,7 +75,7 @@ def seed_values(fd: pd.DataFrame, likelihood: pd.DataFrame) -> pd.DataFrame:
                         "dataset": nel["dataset"],
                         "variant": nel["variant"],
                         "seed": nel["seed"],
-                        "sampler": "ancestral",
+                        "sampler": roles().nelbo_sampler,
                         "metric": NELBO_METRIC,
                         "nfe": nel["T"].astype(float),
                         "value": nel["bpd"],
@@ -117,7 +116,7 @@ def _long_values(few: pd.DataFrame, bpd_T: pd.DataFrame) -> pd.DataFrame:
                 {
                     "dataset": disc["dataset"],
                     "variant": disc["variant"],
-                    "sampler": "ancestral",
+                    "sampler": roles().nelbo_sampler,
                     "metric": NELBO_METRIC,
                     "steps": disc["T"].astype(int),
                     "nfe": disc["T"].astype(float),
@@ -125,7 +124,7 @@ def _long_values(few: pd.DataFrame, bpd_T: pd.DataFrame) -> pd.DataFrame:
                     "value": disc["bpd"],
                     "se": disc["se"],
                     "seeds": disc["seeds"] if "seeds" in disc.columns else 1,
-                    "src": "ancestral",
+                    "src": roles().nelbo_sampler,
                 }
             )
         )
@@ -175,8 +174,8 @@ def best_sampler_table(few: pd.DataFrame, variants: list[str] | None = None) -> 
 
 def default_baselines(variants: list[str]) -> list[str]:
     """NDM's baselines among `variants`: ddpm, vdm, vdm-fixed and their tagged copies
-    (ddpm@params, vdm@params: NDM's parameter count), in the order of BASELINES."""
-    return [v for b in BASELINES for v in sorted(variants, key=lambda v: (v != base_variant(v), v)) if base_variant(v) == b]
+    (ddpm@params, vdm@params: NDM's parameter count), in the order of the report's baselines (ReportConfig.baselines)."""
+    return [v for b in roles().baselines for v in sorted(variants, key=lambda v: (v != base_variant(v), v)) if base_variant(v) == b]
 
 
 def empty_comparison(name: str) -> Table:
@@ -189,7 +188,7 @@ def comparison_table(
     few: pd.DataFrame,
     bpd_T: pd.DataFrame,
     per_seed: pd.DataFrame | None = None,
-    model: str = NDM,
+    model: str | None = None,
     baselines: list[str] | None = None,
     name: str = "few_step_comparison",
 ) -> Table:
@@ -199,6 +198,7 @@ def comparison_table(
     the rows' means and standard errors are combined unpaired. baselines: default
     `default_baselines` of the variants present. The columns keep the name `ndm` for the
     compared model's value (ndm@gauge vs ndm in the gauge comparison)."""
+    model = model or roles().model
     if not few.empty and few["sampler"].nunique() > 1:
         few = pd.concat([few, best_sampler_rows(few)], ignore_index=True)
     long = _long_values(few, bpd_T)
@@ -284,5 +284,5 @@ def comparison_table(
         "NFE counts x_hat evaluations: at equal NFE, NDM also pays for F (nfe_F_ndm), about twice the compute per step.",
         "nelbo_T_bpd compares the T-step discrete-time NELBO (the bound of the T-step ancestral model).",
     ]
-    title = "Few-step study: NDM minus DDPM / VDM per NFE" if model == NDM else f"Few-step study: {model} minus {', '.join(baselines or [])} per NFE"
+    title = "Few-step study: NDM minus DDPM / VDM per NFE" if model == roles().model else f"Few-step study: {model} minus {', '.join(baselines or [])} per NFE"
     return Table(name, data, display, title, notes)

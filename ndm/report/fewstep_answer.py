@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from ndm.report.roles import roles
 from ndm.report.table_format import fmt_diff, fmt_num
 from ndm.report.verdicts import BETTER, NELBO_METRIC, ONE_SEED, TIE, UNKNOWN, WORSE
 
@@ -40,7 +41,7 @@ def describe(rows: pd.DataFrame, baseline: str) -> str:
     """One sentence on how NDM compares with `baseline` over NFE (rows of one dataset/sampler/metric)."""
     rows = rows.sort_values("nfe")
     v = rows["verdict"].tolist()
-    base = baseline.upper() if baseline in ("ddpm", "vdm") else baseline
+    base = baseline.upper() if baseline.isalpha() else baseline  # DDPM, VDM; vdm-fixed, ddpm@params as named
     first = rows.iloc[0]
     last = rows.iloc[-1]
     if all(x == BETTER for x in v):
@@ -106,12 +107,13 @@ def _below(below: pd.DataFrame, base: str) -> list[str]:
     return out
 
 
-def answer(comparison: pd.DataFrame, datasets: list[str], baselines: tuple[str, ...] = ("ddpm", "vdm")) -> dict[str, list[str]]:
+def answer(comparison: pd.DataFrame, datasets: list[str], baselines: tuple[str, ...] | None = None) -> dict[str, list[str]]:
     """Per dataset, one line per (baseline, sampler, metric): the few-step answer in numbers;
     first a line saying what cannot be concluded where some comparison rests on one seed."""
     out: dict[str, list[str]] = {}
     if comparison.empty:
         return out
+    baselines = tuple(roles().answer_few_step_baselines) if baselines is None else baselines
     for d in datasets:
         lines = []
         sub = comparison[comparison["dataset"] == d]

@@ -22,16 +22,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from ndm.report.roles import roles
 from ndm.report.collect import Results
 from ndm.report.study import test_curve, value_at
 from ndm.report.table_format import Table, fmt_diff, fmt_num
-from ndm.report.verdicts import BETTER, NDM, ONE_SEED, TIE, WORSE, family_verdicts, interval, paired_difference
+from ndm.report.verdicts import BETTER, ONE_SEED, TIE, WORSE, family_verdicts, interval, paired_difference
 
 NELBO, NLL_ODE, NELBO_AT_FLOPS = "nelbo", "nll_ode", "nelbo_at_ddpm_flops"
-NELBO_BASELINES = ("ddpm", "vdm", "vdm-fixed", "ddpm@params", "vdm@params")
-NLL_ODE_BASELINES = ("ddpm", "vdm")
-COMPUTE_MATCHED = "ndm@compute"  # NDM trained for DDPM's training FLOPs (configs/study.yaml)
-GAUGE_FIXED = "ndm@gauge"  # NDM with F in the reference gauge (docs/math.md)
 FAMILY = ["dataset", "estimator"]
 COLUMNS = [
     "dataset", "estimator", "model", "baseline", "n_seeds", "model_value", "baseline_value", "diff", "se", "se_source",
@@ -62,10 +59,10 @@ def nelbo_at_flops(res: Results, dataset: str) -> tuple[float, SeedValues, SeedV
     read at the cheaper of the two full runs' mean training FLOPs (configs without ndm@compute)."""
     curves = test_curve(res.curves)
     curves = curves[curves["dataset"] == dataset] if not curves.empty else curves
-    if curves.empty or not {NDM, "ddpm"} <= set(curves["variant"]):
+    if curves.empty or not {roles().model, roles().reference_baseline} <= set(curves["variant"]):
         return None
     full = curves.groupby(["variant", "seed"])["train_flops"].max().groupby("variant").mean()
-    budget = float(min(full[NDM], full["ddpm"]))
+    budget = float(min(full[roles().model], full[roles().reference_baseline]))
 
     def at_budget(variant: str) -> SeedValues:
         out = {}
@@ -75,29 +72,30 @@ def nelbo_at_flops(res: Results, dataset: str) -> tuple[float, SeedValues, SeedV
                 out[int(seed)] = (y, math.nan)
         return out
 
-    return budget, at_budget(NDM), at_budget("ddpm")
+    return budget, at_budget(roles().model), at_budget(roles().reference_baseline)
 
 
 def _pairs(res: Results, dataset: str) -> list[tuple[str, str, str, SeedValues, SeedValues, float]]:
     """(estimator, model, baseline, model's seeds, baseline's seeds, budget GFLOPs) of every comparison stated."""
     have = set(res.variants)
     by = lambda v, e: likelihood_by_seed(res, dataset, v, e)  # noqa: E731 - a short reader
-    out = [(NELBO, NDM, b, by(NDM, NELBO), by(b, NELBO), math.nan) for b in NELBO_BASELINES if b in have]
-    if COMPUTE_MATCHED in have and "ddpm" in have:
-        out.append((NELBO, COMPUTE_MATCHED, "ddpm", by(COMPUTE_MATCHED, NELBO), by("ddpm", NELBO), math.nan))
+    out = [(NELBO, roles().model, b, by(roles().model, NELBO), by(b, NELBO), math.nan) for b in roles().likelihood_baselines if b in have]
+    ref = roles().reference_baseline
+    if roles().compute_control in have and ref in have:
+        out.append((NELBO, roles().compute_control, ref, by(roles().compute_control, NELBO), by(ref, NELBO), math.nan))
     elif (read := nelbo_at_flops(res, dataset)) is not None:
         budget, ndm, ddpm = read
-        out.append((NELBO_AT_FLOPS, NDM, "ddpm", ndm, ddpm, budget / 1e9))
-    if GAUGE_FIXED in have:
-        out.append((NELBO, GAUGE_FIXED, NDM, by(GAUGE_FIXED, NELBO), by(NDM, NELBO), math.nan))
-    out += [(NLL_ODE, NDM, b, by(NDM, NLL_ODE), by(b, NLL_ODE), math.nan) for b in NLL_ODE_BASELINES if b in have]
+        out.append((NELBO_AT_FLOPS, roles().model, ref, ndm, ddpm, budget / 1e9))
+    if roles().gauge_control in have:
+        out.append((NELBO, roles().gauge_control, roles().model, by(roles().gauge_control, NELBO), by(roles().model, NELBO), math.nan))
+    out += [(NLL_ODE, roles().model, b, by(roles().model, NLL_ODE), by(b, NLL_ODE), math.nan) for b in roles().ode_baselines if b in have]
     return out
 
 
 def likelihood_pairs_frame(res: Results) -> pd.DataFrame:
     """One row per comparison with seeds in common, verdicts judged per (dataset, estimator) with Holm."""
     rows = []
-    if NDM in res.variants:
+    if roles().model in res.variants:
         for d in res.datasets:
             for estimator, model, base, a, b, budget in _pairs(res, d):
                 n, diff, se, source, mean_a, mean_b = paired_difference(a, b)
@@ -158,12 +156,11 @@ def likelihood_pairs_table(res: Results) -> Table:
         "The rows of one dataset and estimator are judged together: Holm's step-down on the seed-paired t p-values, family-wise 5%. "
         "A row is better or worse only when its Holm-adjusted p is below 0.05; its interval stays its own.",
         "With one seed the interval is the within-run one, which ignores training variance, and no model is called better.",
-        f"{NELBO_AT_FLOPS}: each seed's test-NELBO curve read at the cheaper full run's training FLOPs (configs without {COMPUTE_MATCHED}).",
+        f"{NELBO_AT_FLOPS}: each seed's test-NELBO curve read at the cheaper full run's training FLOPs (configs without {roles().compute_control}).",
     ]
     return Table("likelihood_pairs", data, display, "Paired test-likelihood comparisons (model − baseline, bits/dim)", notes)
 
 
 __all__ = [
-    "COMPUTE_MATCHED", "GAUGE_FIXED", "NELBO", "NELBO_AT_FLOPS", "NELBO_BASELINES", "NLL_ODE", "NLL_ODE_BASELINES", "ci_text", "likelihood_by_seed", "likelihood_pairs_frame",
-    "likelihood_pairs_table", "pair_row", "seeds_text", "verdict_label",
+    "NELBO", "NELBO_AT_FLOPS", "NLL_ODE", "ci_text", "likelihood_by_seed", "likelihood_pairs_frame", "likelihood_pairs_table", "pair_row", "seeds_text", "verdict_label",
 ]  # fmt: skip

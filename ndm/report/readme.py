@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ndm.report.roles import roles
 from ndm.pipeline.results import atomic_write_text
 from ndm.report.collect import Results
-from ndm.report.fewstep import NDM
 
 MAX_LISTED = 40
 
@@ -182,7 +182,7 @@ def write_readme(
         "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",
         "",
     ]
-    if NDM not in res.variants:
+    if roles().model not in res.variants:
         lines.append("Not answered: the config has no `ndm` variant.")
     elif not answers:
         lines.append("Not answered yet: no dataset has sample or NELBO results for both `ndm` and a baseline (ddpm, vdm).")

@@ -17,11 +17,12 @@ import math
 import numpy as np
 import pandas as pd
 
+from ndm.report.roles import roles
 from ndm.report.collect import Results
 from ndm.report.fewstep_answer import describe
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.likelihood_pairs import COMPUTE_MATCHED, NELBO, NELBO_BASELINES, NLL_ODE, NLL_ODE_BASELINES, ci_text, pair_row, seeds_text, verdict_label
-from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, TIE, WORSE
+from ndm.report.likelihood_pairs import NELBO, NLL_ODE, ci_text, pair_row, seeds_text, verdict_label
+from ndm.report.verdicts import BEST, BETTER, NELBO_METRIC, TIE, WORSE
 
 # phi (F) and theta (x_hat, and a learned schedule) are one nn.Module, trained by one optimiser
 # on one loss; the sentence names the code so a reader can check it.
@@ -67,12 +68,12 @@ def _nearest_nfe(few: pd.DataFrame, dataset: str, sampler: str, target: float) -
     return float(nfes[np.argmin(np.abs(np.log(nfes) - math.log(target)))])
 
 
-def _describe(comp: pd.DataFrame, dataset: str, base: str, sampler: str, metric: str, model: str = NDM) -> str | None:
+def _describe(comp: pd.DataFrame, dataset: str, base: str, sampler: str, metric: str, model: str | None = None) -> str | None:
     rows = comp[(comp["dataset"] == dataset) & (comp["baseline"] == base) & (comp["sampler"] == sampler) & (comp["metric"] == metric)]
     if rows.empty:
         return None
     text = describe(rows, base)
-    return text if model == NDM else text.replace("NDM", model)
+    return text if model in (None, roles().model) else text.replace("NDM", model)
 
 
 def _consistency(comp: pd.DataFrame, dataset: str, base: str, metric: str) -> str | None:
@@ -101,9 +102,9 @@ def reviewer_lines(
 ) -> list[str]:
     """The README section: one sub-list per reviewer point, per dataset, with numbers."""
     lines = ["## The reviewers' points, answered with this run's numbers", ""]
-    if NDM not in res.variants:
+    if roles().model not in res.variants:
         return lines + ["Not answered: the config has no `ndm` variant.", ""]
-    baselines = [b for b in NELBO_BASELINES if b in res.variants]
+    baselines = [b for b in roles().likelihood_baselines if b in res.variants]
     for d in res.datasets:
         metric = _fd_metric(few, d)
         lines += [f"### {d}", ""]
@@ -117,35 +118,35 @@ def reviewer_lines(
                 + "."
             )
         # 1. few-step FD and NELBO versus NFE, each model at its best sampler
-        for base in ("ddpm", "vdm"):
+        for base in roles().answer_few_step_baselines:
             if metric and base in res.variants:
                 text = _describe(comp, d, base, BEST, metric)
                 if text:
                     lines.append(f"- **Few-step sample quality** ({metric}, each model at its best sampler per NFE) vs {base}: {text}")
-            text = _describe(comp, d, base, "ancestral", NELBO_METRIC) if base in res.variants else None
+            text = _describe(comp, d, base, roles().nelbo_sampler, NELBO_METRIC) if base in res.variants else None
             if text:  # the NELBO rows' "NFE" is the number of steps T of the bound
                 lines.append(f"- **T-step NELBO** vs {base}: {text.replace('NFE', 'T')}")
         # 2. DDIM with fewer steps than training steps
-        if metric and not few[(few["dataset"] == d) & (few["sampler"] == "ddim")].empty:
-            nfe10 = _nearest_nfe(few, d, "ddim", 10)
-            cells = ", ".join(f"{v} {_cell(few, d, v, 'ddim', metric, nfe10)}" for v in [NDM, *baselines[:2]])
-            text = _describe(comp, d, "ddpm", "ddim", metric)
+        if metric and not few[(few["dataset"] == d) & (few["sampler"] == roles().deterministic_sampler)].empty:
+            nfe10 = _nearest_nfe(few, d, roles().deterministic_sampler, 10)
+            cells = ", ".join(f"{v} {_cell(few, d, v, roles().deterministic_sampler, metric, nfe10)}" for v in [roles().model, *baselines[:2]])
+            text = _describe(comp, d, roles().reference_baseline, roles().deterministic_sampler, metric)
             lines.append(
                 f"- **DDIM with fewer steps than training**: every model is trained in continuous time (T = ∞), so each DDIM step count is "
                 f"below the training steps. At NFE {int(nfe10)}: {cells}." + (f" NDM vs DDPM over NFE: {text}" if text else "")
             )
         # 3. ODE sampling and the ODE NLL
-        ode_rows = [pair_row(pairs, d, NLL_ODE, NDM, other) for other in NLL_ODE_BASELINES]
+        ode_rows = [pair_row(pairs, d, NLL_ODE, roles().model, other) for other in roles().ode_baselines]
         ode_parts = [pair_sentence(r) for r in ode_rows if r is not None]
         if ode_parts:
             lines.append("- **ODE NLL** (probability-flow ODE, Heun, dequantized): " + "; ".join(ode_parts) + ".")
         if metric:
-            for sampler in ("ode-heun", "ode-adaptive"):
-                text = _describe(comp, d, "ddpm", sampler, metric)
+            for sampler in (roles().ode_sampler, roles().adaptive_sampler):
+                text = _describe(comp, d, roles().reference_baseline, sampler, metric)
                 if text:
                     lines.append(f"- **ODE sampling** ({sampler}) vs ddpm: {text}")
         # 4. NELBO gains against the seed noise
-        nelbo_rows = [pair_row(pairs, d, NELBO, NDM, b) for b in baselines] + [pair_row(pairs, d, NELBO, COMPUTE_MATCHED, "ddpm")]
+        nelbo_rows = [pair_row(pairs, d, NELBO, roles().model, b) for b in baselines] + [pair_row(pairs, d, NELBO, roles().compute_control, roles().reference_baseline)]
         nelbo_parts = [pair_sentence(r) for r in nelbo_rows if r is not None]
         if nelbo_parts:
             lines.append(
@@ -155,11 +156,11 @@ def reviewer_lines(
             lines += [f"  - {p}" for p in nelbo_parts]
         # 5. consistency across samplers
         if metric:
-            parts = [p for p in (_consistency(comp, d, b, metric) for b in ("ddpm", "vdm") if b in res.variants) if p]
+            parts = [p for p in (_consistency(comp, d, b, metric) for b in roles().answer_few_step_baselines if b in res.variants) if p]
             if parts:
                 lines.append("- **Are the sample-quality gains consistent across samplers?** " + " — ".join(parts) + ".")
         # 6. matched parameters and compute
-        for b in ("ddpm@params", "vdm@params"):
+        for b in roles().size_controls:
             text = _describe(comp, d, b, BEST, metric) if metric and b in res.variants else None
             if text:
                 lines.append(f"- **Matched parameters** ({b}: x_hat with NDM's total parameter count), best sampler: {text}")
@@ -181,18 +182,18 @@ def _gauge_lines(d: str, few: pd.DataFrame, gauge_comp: pd.DataFrame, gauge: pd.
         out.append(f"- **F's offset at t = 0.75** (rms of the input-independent part of F(x,t) − x, tables/gauge.md): {rms}.")
     if metric and not gauge_comp.empty:
         sub = gauge_comp[gauge_comp["dataset"] == d]
-        for sampler in ("ode-heun", "ddim", "dpmpp-2m"):
-            text = _describe(sub, d, NDM, sampler, metric, model="ndm@gauge")
+        for sampler in roles().gauge_samplers:
+            text = _describe(sub, d, roles().model, sampler, metric, model=roles().gauge_control)
             if text:
                 out.append(f"- **Gauge fixed vs not** (ndm@gauge − ndm, {sampler}): {text}")
-        text = _describe(sub, d, NDM, "ancestral", NELBO_METRIC, model="ndm@gauge")
+        text = _describe(sub, d, roles().model, roles().nelbo_sampler, NELBO_METRIC, model=roles().gauge_control)
         if text:
             out.append(f"- **Gauge fixed vs not, T-step NELBO**: {text.replace('NFE', 'T')}")
     if metric and not few.empty:
-        nfe = _nearest_nfe(few, d, "ode-heun", 10)
+        nfe = _nearest_nfe(few, d, roles().ode_sampler, 10)
         if nfe is not None:
-            cells = {v: _cell(few, d, v, "ode-heun", metric, nfe) for v in ("ddpm", NDM, "ndm@gauge")}
-            gauge_run = cells["ndm@gauge"] != "—"
+            cells = {v: _cell(few, d, v, roles().ode_sampler, metric, nfe) for v in (roles().reference_baseline, roles().model, roles().gauge_control)}
+            gauge_run = cells[roles().gauge_control] != "—"
             out.append(
                 f"- **The ODE sampler at few steps** (ode-heun, NFE {int(nfe)}): "
                 + ", ".join(f"{v} {c}" for v, c in cells.items() if c != "—")
@@ -213,12 +214,12 @@ def _f_size(res: Results, config: dict, d: str) -> str:
     from ndm.pipeline.config import ConfigError, resolve_run_config
 
     try:
-        run = resolve_run_config(config, d, NDM, 0)
+        run = resolve_run_config(config, d, roles().model, 0)
     except (ConfigError, KeyError, TypeError, ValueError):
         return "config not readable."
     net = run.model.transform_network or run.model.network
     arch = f"a residual MLP, width {net.hidden}, {net.depth} blocks" if net.kind == "mlp" else f"a U-Net, base width {net.channels}, multipliers {net.channel_mult}"
-    tr = res.train[(res.train["dataset"] == d) & (res.train["variant"] == NDM)] if not res.train.empty else res.train
+    tr = res.train[(res.train["dataset"] == d) & (res.train["variant"] == roles().model)] if not res.train.empty else res.train
     if tr.empty:
         return f"F(x, t) = x + t NN(x, t) with NN {arch}."
     n_f, n_x = int(tr["n_params_F"].iloc[0]), int(tr["n_params_x_hat"].iloc[0])

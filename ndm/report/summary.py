@@ -26,10 +26,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from ndm.report.roles import roles
 from ndm.report.collect import Results
 from ndm.report.likelihood_pairs import (
-    COMPUTE_MATCHED,
-    GAUGE_FIXED,
     NELBO,
     NELBO_AT_FLOPS,
     ci_text,
@@ -39,16 +38,14 @@ from ndm.report.likelihood_pairs import (
     verdict_label,
 )
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import BEST, BETTER, NDM, NELBO_METRIC, TIE, WORSE
+from ndm.report.verdicts import BEST, BETTER, NELBO_METRIC, TIE, WORSE
 
-LIKELIHOOD_BASELINES = ("ddpm", "vdm", "ddpm@params", "vdm@params")
-FEW_STEP_BASELINES = ("ddpm", "vdm")
 HOLM_NOTE = "judged together with the dataset's other test-NELBO comparisons (Holm, family-wise 5%; tables/likelihood_pairs)"
 
 
 def likelihood_sentence(pairs: pd.DataFrame, dataset: str) -> str | None:
     """Sentence 1: NDM's test NELBO against each baseline, paired by seed (tables/likelihood_pairs)."""
-    rows = [r for b in LIKELIHOOD_BASELINES if (r := pair_row(pairs, dataset, NELBO, NDM, b)) is not None]
+    rows = [r for b in roles().answer_likelihood_baselines if (r := pair_row(pairs, dataset, NELBO, roles().model, b)) is not None]
     if not rows:
         return None
     parts = [f"{fmt_diff(r['diff'])}{ci_text(r)} vs {r['baseline']} ({verdict_label(r, 'NDM', r['baseline'])})" for r in rows]
@@ -74,7 +71,7 @@ def few_step_sentence(comparison: pd.DataFrame, dataset: str) -> str | None:
         return None
     sub = comparison[(comparison["dataset"] == dataset) & (comparison["sampler"] == BEST) & (comparison["metric"] != NELBO_METRIC)]
     parts, metric = [], None
-    for base in FEW_STEP_BASELINES:
+    for base in roles().answer_few_step_baselines:
         rows = sub[sub["baseline"] == base].sort_values("nfe")
         if rows.empty:
             continue
@@ -101,8 +98,8 @@ def _flops_ratio(few: pd.DataFrame, dataset: str, nfe: float = 10.0) -> tuple[fl
     """NDM's network FLOPs per sample over DDPM's with the ancestral sampler near NFE 10."""
     if few.empty or "flops_per_sample" not in few.columns:
         return None
-    sel = few[(few["dataset"] == dataset) & (few["sampler"] == "ancestral") & np.isfinite(few["flops_per_sample"].astype(float))]
-    a, b = sel[sel["variant"] == NDM], sel[sel["variant"] == "ddpm"]
+    sel = few[(few["dataset"] == dataset) & (few["sampler"] == roles().nelbo_sampler) & np.isfinite(few["flops_per_sample"].astype(float))]
+    a, b = sel[sel["variant"] == roles().model], sel[sel["variant"] == roles().reference_baseline]
     shared = sorted(set(a["nfe"].astype(float)) & set(b["nfe"].astype(float)))
     if not shared:
         return None
@@ -124,10 +121,10 @@ def compute_sentence(pairs: pd.DataFrame, few: pd.DataFrame, dataset: str) -> st
     """Sentence 3: NDM vs DDPM at equal training FLOPs (paired by seed) and per-sample FLOPs."""
     parts = []
     # NDM trained for DDPM's FLOPs, with its own annealed schedule: no reading off a longer run.
-    matched = pair_row(pairs, dataset, NELBO, COMPUTE_MATCHED, "ddpm")
-    read = pair_row(pairs, dataset, NELBO_AT_FLOPS, NDM, "ddpm")
+    matched = pair_row(pairs, dataset, NELBO, roles().compute_control, roles().reference_baseline)
+    read = pair_row(pairs, dataset, NELBO_AT_FLOPS, roles().model, roles().reference_baseline)
     if matched is not None:
-        parts.append(f"trained for DDPM's training FLOPs ({COMPUTE_MATCHED}), NDM's test NELBO is {_versus_ddpm(matched)}")
+        parts.append(f"trained for DDPM's training FLOPs ({roles().compute_control}), NDM's test NELBO is {_versus_ddpm(matched)}")
     elif read is not None:
         parts.append(
             f"at equal training compute ({fmt_num(float(read['budget_gflops']))} GFLOPs, the cheaper full run, read off the test-NELBO curves) "
@@ -152,26 +149,26 @@ def _offset_at(gauge: pd.DataFrame, dataset: str, variant: str, t: float = 0.75)
 def gauge_sentence(pairs: pd.DataFrame, gauge_comparison: pd.DataFrame, gauge: pd.DataFrame, dataset: str) -> str | None:
     """Sentence 4 (configs with a gauge-fixed copy): ndm@gauge − ndm in offset, NELBO and few-step FD."""
     parts = []  # each part needs the gauge-fixed copy's results: none, no sentence
-    off, off_fixed = _offset_at(gauge, dataset, NDM), _offset_at(gauge, dataset, GAUGE_FIXED)
+    off, off_fixed = _offset_at(gauge, dataset, roles().model), _offset_at(gauge, dataset, roles().gauge_control)
     if off and off_fixed:
-        parts.append(f"F's input-independent offset at t = 0.75 has rms {off} for ndm and {off_fixed} for {GAUGE_FIXED}")
-    row = pair_row(pairs, dataset, NELBO, GAUGE_FIXED, NDM)
+        parts.append(f"F's input-independent offset at t = 0.75 has rms {off} for ndm and {off_fixed} for {roles().gauge_control}")
+    row = pair_row(pairs, dataset, NELBO, roles().gauge_control, roles().model)
     if row is not None:
         parts.append(
-            f"test NELBO {GAUGE_FIXED} − ndm {fmt_diff(row['diff'])}{ci_text(row)} bits/dim over {seeds_text(int(row['n_seeds']))} "
-            f"({verdict_label(row, GAUGE_FIXED, 'ndm')})"
+            f"test NELBO {roles().gauge_control} − ndm {fmt_diff(row['diff'])}{ci_text(row)} bits/dim over {seeds_text(int(row['n_seeds']))} "
+            f"({verdict_label(row, roles().gauge_control, 'ndm')})"
         )
     sub = gauge_comparison[(gauge_comparison["dataset"] == dataset) & (gauge_comparison["metric"] != NELBO_METRIC)] if not gauge_comparison.empty else gauge_comparison
-    for sampler in ("ode-heun", "ddim", BEST):
+    for sampler in (*roles().answer_samplers, BEST):
         rows = sub[sub["sampler"] == sampler].sort_values("nfe") if not sub.empty else sub
         if rows.empty:
             continue
         cells = [_at(rows, x) for x in (10.0, 20.0)]
         judged = rows[rows["verdict"].isin([BETTER, WORSE])]
-        verdicts = ", ".join(f"{GAUGE_FIXED if r.verdict == BETTER else 'ndm'} better at NFE {int(r.nfe)}" for r in judged.itertuples()) or (
+        verdicts = ", ".join(f"{roles().gauge_control if r.verdict == BETTER else 'ndm'} better at NFE {int(r.nfe)}" for r in judged.itertuples()) or (
             "one seed: not judged" if (rows["n_seeds"] < 2).all() else "no NFE significant"
         )
-        parts.append(f"{rows['metric'].iloc[0]} {GAUGE_FIXED} − ndm, {sampler}: {', '.join(dict.fromkeys(cells))} ({verdicts})")
+        parts.append(f"{rows['metric'].iloc[0]} {roles().gauge_control} − ndm, {sampler}: {', '.join(dict.fromkeys(cells))} ({verdicts})")
     if not parts:
         return None
     joined = "; ".join(parts)
@@ -189,7 +186,7 @@ def answer_summary(
     """Per dataset, the sentences that are there (empty when NDM has no results). pairs: the
     likelihood_pairs frame (computed from res when not given)."""
     out = {}
-    if NDM not in res.variants:
+    if roles().model not in res.variants:
         return out
     pairs = likelihood_pairs_frame(res) if pairs is None else pairs
     gauge_comparison = gauge_comparison if gauge_comparison is not None else pd.DataFrame()

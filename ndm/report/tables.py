@@ -17,6 +17,7 @@ import pandas as pd
 from ndm.pipeline.config import ConfigError, resolve_eval_config
 from ndm.report.collect import Results
 from ndm.report.published import FID_COMPARABLE, cite, lookup
+from ndm.report.roles import roles
 from ndm.report.table_format import Table, fmt_diff, fmt_num, fmt_pm
 
 FEATURE_METRIC = {"classifier": "fd_classifier", "inception": "fid_inception_tf", "clean": "fid_clean", "data": "fd_data"}
@@ -338,7 +339,7 @@ def few_step_table(res: Results) -> Table:
     nel_by = {(r.dataset, r.variant, int(r.T)): r for r in nel.itertuples()}
     rows = []
     for r in agg.itertuples():
-        n = nel_by.get((r.dataset, r.variant, int(r.steps))) if r.sampler == "ancestral" else None
+        n = nel_by.get((r.dataset, r.variant, int(r.steps))) if r.sampler == roles().nelbo_sampler else None
         rows.append(
             {
                 "dataset": r.dataset,

@@ -21,8 +21,6 @@ import math
 import numpy as np
 from scipy import stats
 
-NDM = "ndm"
-BASELINES = ("ddpm", "vdm", "vdm-fixed")
 LEVEL = 0.95
 BETTER, WORSE, TIE, UNKNOWN = "ndm better", "ndm worse", "no significant difference", "no standard error"
 ONE_SEED = "one seed: not judged"
