@@ -96,6 +96,18 @@ def res(dataset, stage, key, default):
     return merged.get(key, default)
 
 
+def stage_resources(stage, mem_mb, runtime, dataset=None):
+    """The resources of a job of `stage` (train, evaluate, sample, small): the config's
+    resources.<stage> for the job's dataset (the wildcard, or `dataset` for a rule declared per
+    dataset), else these defaults. Every rule's `resources: **stage_resources(...)`."""
+    of = (lambda wc: dataset) if dataset is not None else (lambda wc: wc.dataset)
+    return dict(
+        mem_mb=lambda wc: res(of(wc), stage, "mem_mb", mem_mb),
+        runtime=lambda wc: res(of(wc), stage, "runtime", runtime),
+        gpu=lambda wc: res(of(wc), stage, "gpu", 0),
+    )
+
+
 # Data-parallel training (workflow/rules/train.smk, docs/slurm.md): N processes per train job.
 def train_processes(dataset):
     return max(1, int(res(dataset, "train", "gpu", 0)), int(res(dataset, "train", "tasks", 1)))

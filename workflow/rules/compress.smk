@@ -24,8 +24,7 @@ rule evaluate_compression:
     # One thread: a file decodes only with the thread count that wrote it.
     threads: 1
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "evaluate", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "evaluate", "runtime", 60),
+        **stage_resources("evaluate", mem_mb=4000, runtime=60),
     shell:
         "{params.ndm} evaluate-compression --config {params.config} --model {input} --out {output} "
         "--threads 1 --device cpu --no-progress > {log} 2>&1"

@@ -17,8 +17,7 @@ rule prepare_data:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 2000),
-        runtime=lambda wc: res(wc.dataset, "small", "runtime", 30),
+        **stage_resources("small", mem_mb=2000, runtime=30),
     shell:
         "{params.ndm} prepare-data --config {params.config} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
 
@@ -40,8 +39,7 @@ rule feature_classifier:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 2000),
-        runtime=lambda wc: res(wc.dataset, "small", "runtime", 30),
+        **stage_resources("small", mem_mb=2000, runtime=30),
     shell:
         "{params.ndm} train-classifier --config {params.config} --dataset {wildcards.dataset} --threads {threads} "
         "--out {output} > {log} 2>&1"
@@ -66,9 +64,7 @@ rule reference_stats:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "small", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "small", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "small", "gpu", 0),
+        **stage_resources("small", mem_mb=4000, runtime=60),
     shell:
         "{params.ndm} fid-stats --config {params.config} --dataset {wildcards.dataset} --feature {wildcards.feature} "
         "{params.classifier} --threads {threads} --out {output} > {log} 2>&1"

@@ -24,9 +24,7 @@ rule evaluate_likelihood:
         "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "evaluate", "threads", 1)
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "evaluate", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "evaluate", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "evaluate", "gpu", 0),
+        **stage_resources("evaluate", mem_mb=4000, runtime=60),
     shell:
         "{params.ndm} evaluate-likelihood --config {params.config} --model {input} --out {output} "
         "--threads {threads} --no-progress > {log} 2>&1"
@@ -63,9 +61,7 @@ rule sample_grid:
         "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "sample", "threads", 1)
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "sample", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "sample", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "sample", "gpu", 0),
+        **stage_resources("sample", mem_mb=4000, runtime=60),
     shell:
         "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {wildcards.sampler} "
         "--out-dir {params.out_dir} --threads {threads} --no-progress > {log} 2>&1"
@@ -96,9 +92,7 @@ rule sample_shard:
         "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "sample", "threads", 1)
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "sample", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "sample", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "sample", "gpu", 0),
+        **stage_resources("sample", mem_mb=4000, runtime=60),
     shell:
         "{params.ndm} sample-grid --config {params.config} --model {input} --sampler {wildcards.sampler} "
         "--out-dir {params.out_dir} --shard {wildcards.shard} --shards {params.shards} "
@@ -145,9 +139,7 @@ for _d in DATASETS:
             "../../environment.yml"
         threads: lambda wc, _d=_d: res(_d, "sample", "threads", 1)
         resources:
-            mem_mb=lambda wc, _d=_d: res(_d, "sample", "mem_mb", 4000),
-            runtime=lambda wc, _d=_d: res(_d, "sample", "runtime", 60),
-            gpu=lambda wc, _d=_d: res(_d, "sample", "gpu", 0),
+            **stage_resources("sample", mem_mb=4000, runtime=60, dataset=_d),
         shell:
             "{params.ndm} sample-grid --config {params.config} --model {input.model} --sampler {params.samplers} "
             "--out-dir {params.out_dirs} {params.extra} --threads {threads} --no-progress > {log} 2>&1"
@@ -193,9 +185,7 @@ for _d in DATASETS:
             "../../environment.yml"
         threads: 1
         resources:
-            mem_mb=lambda wc, _d=_d: res(_d, "small", "mem_mb", 4000),
-            runtime=lambda wc, _d=_d: res(_d, "small", "runtime", 60),
-            gpu=lambda wc, _d=_d: res(_d, "small", "gpu", 0),
+            **stage_resources("small", mem_mb=4000, runtime=60, dataset=_d),
         shell:
             "{params.ndm} evaluate-samples --config {params.config} --dataset {params.dataset} "
             "--manifest {input.manifests} --out {params.fid_out} "

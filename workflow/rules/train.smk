@@ -34,9 +34,7 @@ rule train:
         "../../environment.yml"
     threads: lambda wc: res(wc.dataset, "train", "threads", 1)
     resources:
-        mem_mb=lambda wc: res(wc.dataset, "train", "mem_mb", 4000),
-        runtime=lambda wc: res(wc.dataset, "train", "runtime", 60),
-        gpu=lambda wc: res(wc.dataset, "train", "gpu", 0),
+        **stage_resources("train", mem_mb=4000, runtime=60),
         # On SLURM: SIGUSR1 ahead of the time limit (ndm train checkpoints and exits 75, the
         # rule's retries resume it in the same allocation); a requeued job appends to its log.
         slurm_extra=lambda wc: f"--signal=USR1@{signal_lead_seconds(wc.dataset)} --open-mode=append",
