@@ -494,3 +494,20 @@ def test_report_roles_come_from_the_config(tiny: dict, tmp_path: Path) -> None:
     assert set(comp["baseline"]) == {"vdm"}
     default = pd.read_csv(tiny["out"] / "tables" / "few_step_comparison.csv")
     assert {"ddpm", "vdm"} <= set(default["baseline"])
+
+
+def test_compiling_twice_gives_byte_identical_small_files(tiny: dict, tmp_path: Path) -> None:
+    """Deterministic reports (no dates or versions in figure metadata), one PNG per figure, no
+    file over 500 KB (docs/architecture.md, Reports)."""
+    compile_report(tiny["config"], tiny["results"], tmp_path / "first")
+    compile_report(tiny["config"], tiny["results"], tmp_path / "again")
+    first = {p.relative_to(tmp_path / "first"): p.read_bytes() for p in sorted((tmp_path / "first").rglob("*")) if p.is_file()}
+    second = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in sorted((tmp_path / "again").rglob("*")) if p.is_file()}
+    assert first.keys() == second.keys()
+    differ = [str(k) for k in first if first[k] != second[k]]
+    assert not differ, f"files that differ between two compilations of the same results: {differ}"
+    assert not [k for k in first if k.suffix == ".pdf"]
+    big = {str(k): len(v) for k, v in first.items() if len(v) > 500_000}
+    assert not big, f"files over 500 KB: {big}"
+    png = next(v for k, v in first.items() if k.suffix == ".png")
+    assert b"Software" not in png and b"Matplotlib" not in png
