@@ -294,7 +294,7 @@ def test_every_shipped_config_is_valid(name):
     that only a long run would reach (configs/study.yaml: two hours) fails here in seconds."""
     from snakemake.utils import validate
 
-    from ndm.pipeline.config_axes import run_seeds
+    from ndm.pipeline.config import run_seeds
 
     config = yaml.safe_load((REPO / "configs" / name).read_text())
     check_pipeline_config(config, SCHEMA)
@@ -311,7 +311,7 @@ def test_study_runs_three_seeds_of_the_answering_variants():
     (issue 14), the matched controls present, and ndm@compute trained for fewer steps than DDPM
     (the FLOPs arithmetic itself is in the config's header; the study's convergence table shows
     the GFLOPs each run spent)."""
-    from ndm.pipeline.config_axes import run_seeds
+    from ndm.pipeline.config import run_seeds
 
     study = yaml.safe_load((REPO / "configs/study.yaml").read_text())
     assert {"ddpm@params", "vdm@params", "ndm@compute", "ndm@gauge"} <= set(study["variants"])

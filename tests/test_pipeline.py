@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ndm.pipeline.config_axes import run_seeds
+from ndm.pipeline.config import run_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]

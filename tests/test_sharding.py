@@ -18,7 +18,7 @@ from test_pipeline import REPO, snakemake, workdir_copy
 
 from ndm.cli.main import main as ndm_main
 from ndm.pipeline.config import ConfigError, resolve_eval_config
-from ndm.pipeline.config_axes import run_seeds
+from ndm.pipeline.config import run_seeds
 from ndm.pipeline.shards import merge_shards, noise_seed, shard_size
 
 K = 3

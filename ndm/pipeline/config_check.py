@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ndm.pipeline.config import ConfigError, model_name_error, unknown_key
-from ndm.pipeline.config_values import DECIMAL_NUMBER
+from ndm.pipeline.config import DECIMAL_NUMBER
 
 _BOOLEANS = {"true": True, "false": False}
 

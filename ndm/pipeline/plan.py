@@ -96,7 +96,7 @@ def sampling_flops_per_sample(model, costs: ModelCosts, sampler: str, steps: int
 def plan_row(config: dict, dataset: str, variant: str, adaptive_nfe: float, costs_model=None) -> PlanRow:
     """The FLOPs of one (dataset, variant): training, sampling (all samplers and step counts), likelihood."""
     from ndm.pipeline.config import resolve_eval_config, resolve_run_config
-    from ndm.pipeline.config_axes import run_seeds
+    from ndm.pipeline.config import run_seeds
     from ndm.pipeline.evaluate import sample_steps_for
 
     run = resolve_run_config(config, dataset, variant, 0)

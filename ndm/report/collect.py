@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ndm.pipeline.config import dataset_seeds
-from ndm.pipeline.config_axes import run_seeds
+from ndm.pipeline.config import run_seeds
 from ndm.report.outputs import samplers_of
 
 RunKey = tuple[str, str, int]  # (dataset, variant, seed)

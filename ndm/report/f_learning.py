@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ndm.model.specs import TAG_SEPARATOR, base_variant, get_variant
-from ndm.pipeline.config_axes import run_seeds
+from ndm.pipeline.config import run_seeds
 from ndm.report.table_format import Table, fmt_num, fmt_pm
 from ndm.report.verdicts import LEVEL, holm, interval, p_value
 

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from ndm.names import FILE_DATASETS, SAMPLERS
 from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
-from ndm.pipeline.config_axes import run_seeds
+from ndm.pipeline.config import run_seeds
 
 # The `ndm` command line every rule calls. With --sdm conda a job runs in the environment
 # built from environment.yml (dependencies only) and finds the package through PYTHONPATH
@@ -28,7 +28,7 @@ VARIANTS = list(config["variants"])
 
 def seeds_of(dataset, variant):
     """The seeds a model trains: the dataset's own, else the global list, cut to the first for a
-    model not in datasets.<name>.multi_seed_variants (ndm.pipeline.config_axes.run_seeds)."""
+    model not in datasets.<name>.multi_seed_variants (ndm.pipeline.config.run_seeds)."""
     return run_seeds(config, dataset, variant)
 
 
