@@ -21,7 +21,9 @@ F and dF/dt (docs/performance.md):
                           into channels (network.patch_size 2): the same parameters as x_hat
                           (up to the first and last convolution), about 1/4 of its FLOPs
     ndm/jvp-patch2        the paper's F = x + t NN(x,t) with that patched NN
-Every ndm row has an F network with x_hat's parameter count except separable-small-F; the
+    ndm/jvp-config-F      the paper's F with the config's own F network (digits: the MLP F of
+                          configs/default.yaml and the study)
+Every ndm row has an F network with x_hat's parameter count except separable-small-F and jvp-config-F; the
 jvp, jvp-functorch, original and separable rows have x_hat's architecture as well.
 
 Timing: rounds over all rows, interleaved (one step of each row per round), after warm-up
@@ -77,7 +79,7 @@ SHAPES = {
 CI_NETWORKS = {
     "cifar10": NetworkConfig(kind="unet", channels=32, channel_mult=[1, 2], num_res_blocks=1, attn_resolutions=[16], dropout=0.1, fourier_features=[7, 8]),
 }
-NDM_OPTIONS = ("jvp", "jvp-functorch", "original", "separable", "separable-small-F", "separable-patch2", "jvp-patch2")
+NDM_OPTIONS = ("jvp", "jvp-functorch", "original", "separable", "separable-small-F", "separable-patch2", "jvp-patch2", "jvp-config-F")
 TARGET_RATIO = 2.0
 
 
@@ -139,8 +141,9 @@ def model_config(shape: str, variant: str, option: str, ci: bool) -> tuple[Model
         run = resolve_run_config(config, dataset, variant, 0)
     cfg = run.model
     # The comparison is with an F network of the same size as x_hat (as configs/paper.yaml runs it), whatever the
-    # config runs (configs/default.yaml gives digits a small MLP F to fit a CPU).
-    cfg.transform_network = None
+    # config runs (configs/default.yaml gives digits a small MLP F to fit a CPU); jvp-config-F keeps the config's F.
+    configured_f = cfg.transform_network
+    cfg.transform_network = configured_f if option == "jvp-config-F" else None
     if ci and shape in CI_NETWORKS:
         cfg.network = copy.deepcopy(CI_NETWORKS[shape])
     if option.startswith("separable"):
