@@ -511,3 +511,13 @@ def test_compiling_twice_gives_byte_identical_small_files(tiny: dict, tmp_path: 
     assert not big, f"files over 500 KB: {big}"
     png = next(v for k, v in first.items() if k.suffix == ".png")
     assert b"Software" not in png and b"Matplotlib" not in png
+
+
+def test_every_table_is_listed_once_and_described() -> None:
+    """outputs.TABLES is the one list of tables: compile_report builds exactly these (it checks),
+    and the README describes each."""
+    from ndm.report.outputs import TABLES
+    from ndm.report.readme import TABLE_SENTENCES
+
+    assert len(TABLES) == len(set(TABLES))
+    assert set(TABLE_SENTENCES) == set(TABLES)
