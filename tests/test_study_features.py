@@ -107,9 +107,9 @@ def test_untagged_hash_is_unchanged_by_the_name_field() -> None:
         run = resolve_run_config(SMOKE, dataset, variant, 0)
         d = run.to_dict()
         assert d.pop("name") is None
-        for key, default in (("eval_every", 0), ("lr_schedule", "constant"), ("eval_examples", 256), ("eval_time_samples", 8)):
+        for key, default in (("eval_every", 0), ("lr_schedule", "constant"), ("eval_examples", 256), ("eval_time_samples", 8), ("transform_lr_scale", 1.0)):
             assert d["train"].pop(key) == default
-        for key, default in (("transform_time", "jvp"), ("transform_rank", 4), ("transform_gauge", "none"), ("transform_reference", "zero")):
+        for key, default in (("transform_time", "jvp"), ("transform_rank", 4), ("transform_gauge", "none"), ("transform_reference", "zero"), ("transform_init", "zero")):
             if d["model"].get(key) == default:
                 del d["model"][key]
         for net in ("network", "transform_network"):

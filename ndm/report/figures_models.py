@@ -28,7 +28,8 @@ from ndm.report.style import (
 
 SAMPLE_TILE = 4  # samples per cell: SAMPLE_TILE x SAMPLE_TILE images
 # 2-inch cells at 80 dpi: 160 px for a 4 x 4 tile of 16 px patches (67 px), over twice the
-# native size, and a grid of 8 variants x 4 step counts stays under 300 KB.
+# native size, and a grid of 8 variants x 4 step counts stays under 300 KB; the transformation
+# figures (images, or 1500 coloured points per panel) use it too.
 SAMPLE_DPI = 80
 
 
@@ -175,7 +176,7 @@ def _transform_images(loaded: dict, dataset: str, path: Path) -> list[Path]:
         "input-dependent part r and offset c (the mean of F − x over 128 test examples), each column on its own colour scale (±max, below)",
         [],
     )
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=SAMPLE_DPI)
 
 
 def _transform_points(loaded: dict, dataset: str, path: Path) -> list[Path]:
@@ -202,7 +203,7 @@ def _transform_points(loaded: dict, dataset: str, path: Path) -> list[Path]:
                 ax.set_ylabel("F(x, t)₂")
     n_points = next(iter(loaded.values()))[1]["x"].shape[0]
     figure_header(fig, f"{dataset}: learned transformation F(x, t) of {n_points} test points (colour: angle of x, to follow each point)", [])
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=SAMPLE_DPI)
 
 
 def _manifest_records(res: Results, d: str, v: str, sampler: str) -> tuple[int, list[dict]] | None:
