@@ -29,3 +29,30 @@ def test_study_ndm_offset_not_map_numbers_come_from_gauge_csv():
     assert f"offsets up to {digits['offset_rms'].max():.1f}" in text
     toy = ndm.loc["toy2d"]["input_rms"]
     assert toy.max() < 3e-4 and "about 1e-4" in text  # 7e-5 to 2.7e-4
+
+
+F_LEARNING = REPO / "reports/f_learning/tables/f_learning.csv"
+PROTOCOL = " ".join((REPO / "docs/protocol.md").read_text().split())
+
+
+def _interval(row) -> str:
+    return f"{row['diff_bpd']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def test_what_f_learns_numbers_come_from_f_learning_csv():
+    """docs/protocol.md, What F learns, and the README's pointer quote reports/f_learning."""
+    t = pd.read_csv(F_LEARNING).set_index(["experiment", "dataset", "model"])
+    toy = t.loc[("f_control", "toy2d", "ndm")]
+    assert f"NDM - vdm-fixed = {_interval(toy)} bits/dim, p_holm {toy['p_holm']:.4f}" in PROTOCOL
+    assert f"against the derived gain {toy['expected_gain_bpd']:.3f} (bound {toy['marginal_bound_bpd']:.3f})" in PROTOCOL
+    assert f"slope {toy['slope_t1']:.3f} against the optimal {toy['predicted_slope_t1']:.3f}" in PROTOCOL
+    dig = t.loc[("f_control", "digits", "ndm")]
+    assert f"{_interval(dig)}, p_holm {dig['p_holm']:.4f}" in PROTOCOL
+    assert toy["p_holm"] < 0.05 and dig["p_holm"] < 0.05 and toy["seeds"] >= 3 and dig["seeds"] >= 3
+    sweep = t.loc["f_sweep", "digits"]
+    w8, w4 = sweep.loc["ndm@w8"], sweep.loc["ndm@w4"]
+    assert f"{_interval(w8)} and {_interval(w4)}" in PROTOCOL
+    ndm = sweep.loc["ndm"]
+    assert f"({ndm['nelbo_bpd']:.3f} against vdm-fixed {ndm['control_nelbo_bpd']:.3f}; {ndm['diff_bpd']:.3f} [{ndm['ci_low']:.3f}, +{ndm['ci_high']:.3f}])" in PROTOCOL
+    unet = sweep.loc["ndm@unet"]
+    assert unet["seeds"] == 1 and unet["verdict"] == "one seed: not judged" and f"NELBO {unet['nelbo_bpd']:.3f}" in PROTOCOL
