@@ -41,7 +41,7 @@ def _interval(row) -> str:
 
 def test_what_f_learns_numbers_come_from_f_learning_csv():
     """docs/protocol.md, What F learns, and the README's pointer quote reports/f_learning."""
-    t = pd.read_csv(F_LEARNING).set_index(["experiment", "dataset", "model"])
+    t = pd.read_csv(F_LEARNING).set_index(["experiment", "dataset", "model"]).sort_index()
     toy = t.loc[("f_control", "toy2d", "ndm")]
     assert f"NDM - vdm-fixed = {_interval(toy)} bits/dim, p_holm {toy['p_holm']:.4f}" in PROTOCOL
     assert f"against the derived gain {toy['expected_gain_bpd']:.3f} (bound {toy['marginal_bound_bpd']:.3f})" in PROTOCOL
