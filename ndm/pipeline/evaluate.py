@@ -108,7 +108,8 @@ def model_view(model: DiffusionModel, run: RunConfig, x: Tensor) -> dict[str, An
     view: dict[str, Any] = {"schedule": schedule_curve(model)}
     if model.transform.is_identity or x.shape[0] < 2:
         return view
-    split = x[:SPLIT_EXAMPLES]
+    # The split over SPLIT_EXAMPLES test examples even where the likelihood uses fewer (patches: 32).
+    split = x[:SPLIT_EXAMPLES] if x.shape[0] >= SPLIT_EXAMPLES else load_split(run, "test", SPLIT_EXAMPLES)[0].to(x.device, x.dtype)
     if x.dim() > 2:
         show = x[:SNAPSHOT_IMAGES]
     else:
