@@ -324,7 +324,7 @@ def _assert_real_image(path: Path) -> None:
         im.load()
         w, h = im.size
         arr = np.asarray(im.convert("RGB"), dtype=np.float64)
-    assert w >= 300 and h >= 200, (path.name, w, h)
+    assert w >= 250 and h >= 200, (path.name, w, h)
     assert arr.std() > 5.0, f"{path.name} is (nearly) one flat colour"
     assert len(np.unique(arr.reshape(-1, 3)[::7], axis=0)) > 20, f"{path.name} has almost no distinct colours"
 

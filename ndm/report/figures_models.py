@@ -27,10 +27,10 @@ from ndm.report.style import (
 )
 
 SAMPLE_TILE = 4  # samples per cell: SAMPLE_TILE x SAMPLE_TILE images
-# 2-inch cells at 80 dpi: 160 px for a 4 x 4 tile of 16 px patches (67 px), over twice the
+# 2-inch cells at 60 dpi: 120 px for a 4 x 4 tile of 16 px patches (67 px), nearly twice the
 # native size, and a grid of 8 variants x 4 step counts stays under 300 KB; the transformation
 # figures (images, or 1500 coloured points per panel) use it too.
-SAMPLE_DPI = 80
+SAMPLE_DPI = 60
 
 
 def _view(res: Results, d: str, v: str, s: int) -> dict | None:
