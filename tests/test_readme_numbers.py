@@ -55,4 +55,5 @@ def test_what_f_learns_numbers_come_from_f_learning_csv():
     ndm = sweep.loc["ndm"]
     assert f"({ndm['nelbo_bpd']:.3f} against vdm-fixed {ndm['control_nelbo_bpd']:.3f}; {ndm['diff_bpd']:.3f} [{ndm['ci_low']:.3f}, +{ndm['ci_high']:.3f}])" in PROTOCOL
     unet = sweep.loc["ndm@unet"]
-    assert unet["seeds"] == 1 and unet["verdict"] == "one seed: not judged" and f"NELBO {unet['nelbo_bpd']:.3f}" in PROTOCOL
+    assert unet["seeds"] == 3 and f"NDM - vdm-fixed = {_interval(unet)}, p_holm {unet['p_holm']:.3f}" in PROTOCOL
+    assert f"(NELBO {unet['nelbo_bpd']:.3f} against {unet['control_nelbo_bpd']:.3f})" in PROTOCOL
