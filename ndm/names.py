@@ -59,6 +59,14 @@ class NameView:
         return repr(self._names())
 
 
+def _add(table: dict, spec: Any, what: str) -> Any:
+    """Put a record in its table; the same name twice must be the same record."""
+    if spec.name in table and table[spec.name] != spec:
+        raise ValueError(f"{what} {spec.name!r} is already registered with another record")
+    table[spec.name] = spec
+    return spec
+
+
 def load_object(path: str) -> Any:
     """The object a record names as "package.module:attribute"."""
     module, _, attr = path.partition(":")
@@ -121,10 +129,7 @@ def register_sampler(spec: SamplerSpec) -> SamplerSpec:
     """Add a sampler's record (its function must exist where `spec.function` says)."""
     if spec.kind not in ("step", "grid", "adaptive"):
         raise ValueError(f"sampler {spec.name!r}: kind must be step, grid or adaptive, got {spec.kind!r}")
-    if spec.name in SAMPLER_SPECS and SAMPLER_SPECS[spec.name] != spec:
-        raise ValueError(f"sampler {spec.name!r} is already registered with another record")
-    SAMPLER_SPECS[spec.name] = spec
-    return spec
+    return _add(SAMPLER_SPECS, spec, "sampler")
 
 
 for _spec in (
@@ -189,10 +194,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
         raise ValueError(f"dataset {spec.name!r}: source must be files, package or generated, got {spec.source!r}")
     if spec.file_backed and (spec.event_shape is None or spec.levels is None):
         raise ValueError(f"file dataset {spec.name!r} needs its event_shape and levels (ndm plan reads them without the files)")
-    if spec.name in DATASET_SPECS and DATASET_SPECS[spec.name] != spec:
-        raise ValueError(f"dataset {spec.name!r} is already registered with another record")
-    DATASET_SPECS[spec.name] = spec
-    return spec
+    return _add(DATASET_SPECS, spec, "dataset")
 
 
 for _dspec in (
