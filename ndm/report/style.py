@@ -72,7 +72,7 @@ def _tag(variant: str) -> str:
 
 
 def variant_color(variant: str) -> str:
-    """The variant's colour; a tagged copy ("ddpm@params") a shade of its variant's, one per tag."""
+    """The variant's colour; a tagged copy (a model name with @tag) a shade of its variant's, one per tag."""
     if variant in VARIANT_COLORS:
         return VARIANT_COLORS[variant]
     base, tag = base_variant(variant), _tag(variant)
