@@ -130,9 +130,11 @@ SNAPSHOT_IMAGES = 3
 SNAPSHOT_POINTS = 1500
 
 
-def _rounded(v: Tensor) -> list:
+def _rounded(v: Tensor | list | float) -> list | float:
     """A tensor as nested lists of 6-significant-digit floats (a compact JSON record)."""
-    return [float(f"{a:.6g}") for a in v.flatten().tolist()] if v.dim() == 0 else [_rounded(row) if row.dim() else float(f"{float(row):.6g}") for row in v]
+    if isinstance(v, Tensor):
+        v = v.tolist()
+    return [_rounded(a) for a in v] if isinstance(v, list) else float(f"{v:.6g}")
 
 
 @torch.no_grad()
@@ -156,7 +158,7 @@ def schedule_curve(model: DiffusionModel, n: int = 101) -> dict:
     t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
     with eval_mode(model):
         gamma = model.schedule.values(t.to(next(model.parameters()).dtype)).gamma.double()
-    return {"t": [float(f"{v:.6g}") for v in t.tolist()], "gamma": [float(f"{v:.6g}") for v in gamma.tolist()]}
+    return {"t": _rounded(t), "gamma": _rounded(gamma)}
 
 
 @torch.no_grad()

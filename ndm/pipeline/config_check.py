@@ -22,6 +22,7 @@ import yaml
 
 from ndm.pipeline.config import ConfigError, model_name_error, unknown_key
 from ndm.pipeline.config import DECIMAL_NUMBER
+from ndm.pipeline.report_config import resolve_report_config
 
 _BOOLEANS = {"true": True, "false": False}
 
@@ -157,9 +158,6 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
     _check_dataset_seeds(datasets)
     _check_multi_seed_variants(datasets)
     resolve_report_config(dict(config))  # the report's roles: known model and sampler names
-
-
-from ndm.pipeline.report_config import resolve_report_config  # noqa: E402 - after the helpers it does not need
 
 
 __all__ = ["check_pipeline_config", "typed_overrides"]

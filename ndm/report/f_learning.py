@@ -16,7 +16,6 @@ else "vdm-fixed" (the same schedule and x_hat, F = identity).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,13 +24,14 @@ import pandas as pd
 
 from ndm.model.specs import TAG_SEPARATOR, base_variant, get_variant
 from ndm.pipeline.config import run_seeds
+from ndm.report.collect import read_json
 from ndm.report.table_format import Table, fmt_num, fmt_pm
-from ndm.report.verdicts import LEVEL, holm, interval, p_value
+from ndm.report.verdicts import BETTER, TIE, WORSE, family_verdicts, interval, paired_difference  # noqa: F401 - TIE re-exported
 
 CONTROL_VARIANT = "vdm-fixed"
 TIMES = (0.25, 0.5, 0.75)
 GAIN_FILE = "expected_f_gain.json"
-IMPROVES, HURTS, TIE = "F lowers the NELBO", "F raises the NELBO", "no significant difference"
+IMPROVES, HURTS = "F lowers the NELBO", "F raises the NELBO"  # the verdicts' "ndm better" / "ndm worse", said of F
 
 
 def control_of(model: str, models: list[str]) -> str:
@@ -42,8 +42,7 @@ def control_of(model: str, models: list[str]) -> str:
 
 
 def _likelihood(root: Path, dataset: str, model: str, seed: int) -> dict | None:
-    path = root / dataset / model / f"seed{seed}" / "likelihood.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(root / dataset / model / f"seed{seed}" / "likelihood.json")
 
 
 def _split_at(record: dict | None, t: float) -> dict:
@@ -71,26 +70,25 @@ def _model_rows(config: dict, experiment: str, dataset: str, gains: dict) -> lis
         seeds = [s for s in seeds if ours[s] and base[s]]
         if not seeds:
             continue
-        a = np.array([ours[s]["nelbo_continuous"]["bpd"] for s in seeds])
-        b = np.array([base[s]["nelbo_continuous"]["bpd"] for s in seeds])
-        d = a - b
-        n = len(seeds)
-        se = float(d.std(ddof=1) / math.sqrt(n)) if n >= 2 else math.nan
-        lo, hi = interval(float(d.mean()), se, n)
+        def nelbo(rec: dict) -> tuple[float, float]:
+            return rec["nelbo_continuous"]["bpd"], rec["nelbo_continuous"].get("bpd_stderr", math.nan)
+
+        n, diff, se, _, mean_ours, mean_base = paired_difference({s: nelbo(ours[s]) for s in seeds}, {s: nelbo(base[s]) for s in seeds})
+        a = np.array([nelbo(ours[s])[0] for s in seeds])
+        lo, hi = interval(diff, se, n)
         row = {
             "experiment": experiment,
             "dataset": dataset,
             "model": model,
             "control": control,
             "seeds": n,
-            "nelbo_bpd": float(a.mean()),
+            "nelbo_bpd": mean_ours,
             "nelbo_se": float(a.std(ddof=1) / math.sqrt(n)) if n >= 2 else math.nan,
-            "control_nelbo_bpd": float(b.mean()),
-            "diff_bpd": float(d.mean()),
+            "control_nelbo_bpd": mean_base,
+            "diff_bpd": diff,
             "diff_se": se,
             "ci_low": lo,
             "ci_high": hi,
-            "p": p_value(float(d.mean()), se, n),
             "prior_diff_bpd": _mean([ours[s]["nelbo_continuous"]["terms_bpd"]["prior"] - base[s]["nelbo_continuous"]["terms_bpd"]["prior"] for s in seeds]),
             "diffusion_diff_bpd": _mean([ours[s]["nelbo_continuous"]["terms_bpd"]["diffusion"] - base[s]["nelbo_continuous"]["terms_bpd"]["diffusion"] for s in seeds]),
         }
@@ -125,14 +123,13 @@ def f_learning_frame(configs: dict[str, dict]) -> pd.DataFrame:
         root = Path(config["results"])
         family: list[dict] = []
         for dataset in config["datasets"]:
-            gain_path = root / dataset / GAIN_FILE
-            gains = {dataset: json.loads(gain_path.read_text())} if gain_path.exists() else {}
+            gains = {dataset: read_json(root / dataset / GAIN_FILE) or {}}
             family += _model_rows(config, experiment, dataset, gains)
-        adjusted = holm([r["p"] for r in family])
-        for r, q in zip(family, adjusted):
-            r["p_holm"] = q
-            significant = q < 1 - LEVEL
-            r["verdict"] = (IMPROVES if r["diff_bpd"] < 0 else HURTS) if significant else (TIE if r["seeds"] >= 2 else "one seed: not judged")
+        # Judged as every other comparison of the report (ndm.report.verdicts): paired by seed, Holm
+        # within the family, one seed never judged; "ndm better / worse" said of F.
+        p, adjusted, verdicts = family_verdicts([r["diff_bpd"] for r in family], [r["diff_se"] for r in family], [r["seeds"] for r in family])
+        for r, pv, q, v in zip(family, p, adjusted, verdicts):
+            r.update(p=pv, p_holm=q, verdict={BETTER: IMPROVES, WORSE: HURTS}.get(v, v))
         rows += family
     return pd.DataFrame(rows, columns=COLUMNS)
 

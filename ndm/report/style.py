@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ndm.atomic import atomic_write
 from ndm.model.specs import VARIANTS, base_variant
 
 if TYPE_CHECKING:
@@ -132,9 +133,7 @@ def save_figure(fig: Figure, path: Path, dpi: int = DPI) -> list[Path]:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata=PNG_METADATA)
     plt.close(fig)
     image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", optimize=True)
-    tmp.replace(path)
+    atomic_write(path, lambda f: image.save(f, format="PNG", optimize=True))
     return [path]
 
 
