@@ -163,8 +163,8 @@ def summarize(bench: dict[str, list[dict]], log: dict | None, cores: int | None)
     if log is not None:  # rules without a benchmark TSV (report, all): times from the log
         from_log: dict[str, list[float]] = {}
         for job in log["jobs"].values():
-            # A rule declared per dataset (evaluate_samples_<dataset>) writes its TSVs under
-            # the family's directory (benchmarks/evaluate_samples/): already counted there.
+            # A job whose rule wrote a benchmark TSV is counted above (also a rule named
+            # <family>_<something>, as per-dataset rules were before 2026-12-07).
             if not (job["rule"] and job["start"] and job["end"]):
                 continue
             if job["rule"] not in rules and not any(job["rule"].startswith(f"{family}_") for family in bench):

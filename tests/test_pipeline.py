@@ -100,14 +100,56 @@ def test_no_shell_directive_is_an_f_string():
     assert not offenders, offenders
 
 
+def generated_rules(text: str) -> list[str]:
+    """Rules declared inside a block (a loop or conditional), unnamed (named from a variable in a
+    loop), or with an empty-list sentinel."""
+    import re
+
+    found = [f"indented: {m.group(0).strip()}" for m in re.finditer(r"^[ \t]+rule\b.*$", text, re.M)]
+    found += [f"unnamed: {m.group(0).strip()}" for m in re.finditer(r"^[ \t]*rule\s*:.*$", text, re.M)]
+    return found + (["sentinel (none)"] if "(none)" in text else [])
+
+
+def test_rules_are_static():
+    """Every rule is declared once at the top level of its file (issue 27)."""
+    loop = 'for _d in DATASETS:\n    rule:\n        name:\n            f"x_{_d}"\n'
+    assert len(generated_rules(loop)) == 2 and generated_rules('X = ["(none)"]\nrule a:\n    shell: "x"\n') == ["sentinel (none)"]
+    for smk in sorted((REPO / "workflow/rules").glob("*.smk")) + [REPO / "Snakefile"]:
+        assert not generated_rules(smk.read_text()), (smk.name, generated_rules(smk.read_text()))
+
+
+def test_sample_job_names_cover_every_granularity():
+    from ndm.pipeline.config import EvalConfig
+    from ndm.pipeline.sample_jobs import sample_job, sample_jobs, scored_in_sampling
+
+    def names(**kw):
+        return [j.name for j in sample_jobs(EvalConfig(samplers=["ddim", "ode-heun"], **kw))]
+
+    assert names(sample_jobs="per_sampler") == ["ddim", "ode-heun"]
+    assert names(sample_jobs="per_sampler", sample_shards=2) == ["ddim.shard0", "ddim.shard1", "ode-heun.shard0", "ode-heun.shard1"]
+    assert names(sample_jobs="per_model") == ["all-samplers"]
+    assert names(sample_jobs="per_model", sample_shards=3) == ["all-samplers.shard0", "all-samplers.shard1", "all-samplers.shard2"]
+    ev = EvalConfig(samplers=["ddim", "ode-heun"], sample_jobs="per_model")
+    job = sample_job(ev, "all-samplers")
+    assert job.samplers == ("ddim", "ode-heun") and job.scores and scored_in_sampling(ev)
+    sharded = EvalConfig(samplers=["ddim"], sample_jobs="per_model", sample_shards=2)
+    assert sample_job(sharded, "all-samplers.shard1").shard == 1 and not scored_in_sampling(sharded)
+    with pytest.raises(ValueError, match=r"no sampling job 'ddim' .* the jobs are \['all-samplers'\]"):
+        sample_job(ev, "ddim")
+
+
 def test_sampling_job_scores_as_the_evaluate_samples_command(smoke_run, tmp_path):
-    """toy2d's sample_jobs: per_model: its sample_grid job wrote fid/<sampler>.json itself; the
-    standalone `ndm evaluate-samples` on the same samples gives the same distances."""
+    """toy2d's sample_jobs: per_model: its sample_grid job wrote fid/<sampler>.json itself (and
+    listed them in its index); the standalone `ndm evaluate-samples` on the same samples gives
+    the same distances."""
     config = yaml.safe_load((smoke_run / "configs/smoke.yaml").read_text())
     assert config["datasets"]["toy2d"]["eval"]["sample_jobs"] == "per_model"
     run = Path(config["results"]) / "toy2d" / "ndm" / "seed0"
     samplers = config["defaults"]["eval"]["samplers"]
     assert not list((smoke_run / config["results"] / "logs").glob("evaluate_samples/toy2d_*"))
+    index = json.loads((smoke_run / run / "jobs" / "sample-all-samplers.json").read_text())
+    assert index["fid"] == [f"{run}/fid/{s}.json" for s in samplers]
+    assert index["manifests"] == [f"{run}/samples/{s}/manifest.json" for s in samplers]
     outs = [str(tmp_path / f"{s}.json") for s in samplers]
     proc = subprocess.run(
         [sys.executable, "-m", "ndm", "evaluate-samples", "--config", f"{config['results']}/config.resolved.json", "--dataset", "toy2d",
@@ -187,7 +229,7 @@ def test_paper_dry_run_through_slurm_profile(tmp_path):
     # eval.sample_shards: K sample jobs per (model, sampler) where K > 1 (tests/test_sharding.py).
     shards = {d: ((paper["datasets"][d].get("eval") or {}).get("sample_shards") or paper["defaults"]["eval"].get("sample_shards", 1)) for d in paper["datasets"]}
     per_dataset = len(paper["variants"]) * len(paper["seeds"]) * len(paper["defaults"]["eval"]["samplers"])
-    assert counts.get("sample_grid", 0) + counts.get("sample_shard", 0) == per_dataset * sum(shards.values())
+    assert counts["sample_grid"] == per_dataset * sum(shards.values())
     for d in paper["datasets"]:
         for v in paper["variants"]:
             for s in paper["seeds"]:
@@ -208,10 +250,7 @@ def test_default_dry_run_samples_once_per_model(tmp_path):
     # A dataset's own seeds (datasets.<name>.seeds), for its multi_seed_variants only.
     n_models = {d: sum(len(run_seeds(default, d, v)) for v in default["variants"]) for d in default["datasets"]}
     assert counts["train"] == sum(n_models.values())
-    assert "sample_grid" not in counts
-    for d in default["datasets"]:
-        assert counts[f"sample_grid_{d}"] == n_models[d]
-        assert f"evaluate_samples_{d}" not in counts
+    assert counts["sample_grid"] == sum(n_models.values()) and "evaluate_samples" not in counts
     assert "--sampler ancestral ddim ode-heun sde-em" in out
     assert "--dataset digits --fid-out results/default/digits/ddpm/seed0/fid/ancestral.json" in out
     assert "--ref classifier=results/default/digits/ref_classifier.npz --classifier results/default/digits/classifier.pt" in out

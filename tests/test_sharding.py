@@ -145,8 +145,8 @@ def test_merge_rejects_missing_shards(sharded, tmp_path):
 
 
 def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
-    """K = 3: 3 sample_shard jobs per (model, sampler) with per_sampler jobs, 3 per model with
-    per_model; one merge (evaluate_samples) job per model either way."""
+    """K = 3: 3 sampling jobs per (model, sampler) with per_sampler jobs, 3 per model with
+    per_model; one merge (evaluate_samples) job per model either way; the same static rules."""
     default = yaml.safe_load((REPO / "configs/default.yaml").read_text())
     n_models = {d: sum(len(run_seeds(default, d, v)) for v in default["variants"]) for d in default["datasets"]}
     for mode in ("per_sampler", "per_model"):
@@ -155,13 +155,13 @@ def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-3000:]
         counts = job_counts(out)
-        for d in default["datasets"]:
-            assert counts[f"evaluate_samples_{d}"] == n_models[d]
-            if mode == "per_model":
-                assert counts[f"sample_grid_{d}"] == 3 * n_models[d]
-        if mode == "per_sampler":
+        assert counts["evaluate_samples"] == sum(n_models.values())
+        if mode == "per_model":
+            assert counts["sample_grid"] == 3 * sum(n_models.values())
+            assert "jobs/sample-all-samplers.shard2.json" in out
+        else:
             n_sets = sum(len(resolve_eval_config(default, d).samplers) * n_models[d] for d in default["datasets"])
-            assert counts["sample_shard"] == 3 * n_sets
-            assert "sample_grid" not in counts
-        assert "--shard 2 --shards 3" in out and "--shards 3 --threads" in out
-        assert ("sample_grid_digits" in counts) == (mode == "per_model")
+            assert counts["sample_grid"] == 3 * n_sets
+            assert "jobs/sample-ddim.shard2.json" in out
+        assert "--shard 2 --shards 3" in out and "--shards 3 --index" in out
+        assert set(counts) & {"sample_shard", "sample_grid_digits", "evaluate_samples_digits"} == set()

@@ -63,8 +63,8 @@ VARIANTS = os.environ.get("NDM_PAPER_VARIANTS", "ddpm").split(",")
 # The dataset whose train jobs run as 2 CPU processes (torchrun, gloo); the paper trains it on 4 GPUs.
 DDP_DATASET = "imagenet32"
 DDP_PROCESSES = 2
-# eval.sample_shards per dataset: CIFAR-10 keeps the paper's 2 (rule sample_shard, merged by
-# evaluate_samples); MNIST's 1 is the paper's (rule sample_grid); ImageNet 32/64 (paper 2, 12)
+# eval.sample_shards per dataset: CIFAR-10 keeps the paper's 2 (jobs <sampler>.shard<k>, merged
+# by evaluate_samples); MNIST's 1 is the paper's (jobs <sampler>); ImageNet 32/64 (paper 2, 12)
 # run 1 shard: each extra shard adds a job per (model, sampler).
 SHARDS = {"mnist": 1, "cifar10": 2, "imagenet32": 1, "imagenet64": 1}
 RUN_TIMEOUT_S = 2400
@@ -256,7 +256,7 @@ def test_paper_dag_through_slurm(slurm_cluster, tmp_path: Path) -> None:  # type
     assert dry.returncode == 0, (dry.stdout + dry.stderr)[-3000:]
     rules, planned = set(job_counts(dry_paper.stdout + dry_paper.stderr)), job_counts(dry.stdout + dry.stderr)
     assert set(planned) == rules, (sorted(rules), planned)
-    assert {"train", "sample_grid", "sample_shard", "reference_stats", "feature_classifier", "report"} <= rules
+    assert {"train", "sample_grid", "evaluate_samples", "reference_stats", "feature_classifier", "report"} <= rules
     assert planned["train"] == len(PAPER["datasets"]) * len(VARIANTS)
 
     t0 = time.monotonic()

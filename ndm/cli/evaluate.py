@@ -181,7 +181,19 @@ def _grid_args(p: argparse.ArgumentParser) -> None:
         help="one fid JSON per --sampler: also compute the Frechet distances in this job, as `ndm evaluate-samples` "
         "would (needs --dataset and --ref; not with --shards > 1)",
     )
+    _index_arg(p)
     _score_args(p, required=False)
+
+
+def _index_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", default=None, help="write, last, a JSON listing the manifests and fid files this job wrote (the workflow's declared output)")
+
+
+def _write_index(path: str | None, manifests: list, fid: list[str] | None) -> None:
+    if path is not None:
+        from ndm.pipeline.results import write_result_json
+
+        write_result_json(path, {"manifests": [str(m) for m in manifests], "fid": list(fid or [])})
 
 
 @command("sample-grid", "samples of a model with one or more samplers at every configured step count")(_grid_args)
@@ -208,6 +220,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         # In the sampling job: one job per model instead of two (a job's start-up is a third of
         # a small CPU job; docs/performance.md).
         _score(args, config, sets, args.fid_out)
+    _write_index(args.index, [Path(d) / "manifest.json" for d in args.out_dir], args.fid_out)
     return 0
 
 
@@ -228,6 +241,7 @@ def _fd_args(p: argparse.ArgumentParser) -> None:
         "into the sampler directory (the shard directory's parent) before the distances",
     )
     p.add_argument("--out", nargs="+", required=True, help="one JSON per --manifest (or one for --samples)")
+    _index_arg(p)
     _score_args(p, required=True)
 
 
@@ -249,6 +263,8 @@ def cmd_fd(args: argparse.Namespace) -> int:
     if len(sets) != len(args.out):
         raise SystemExit(f"evaluate-samples: {len(sets)} sample set(s) but {len(args.out)} --out path(s); give one --out per --manifest")
     _score(args, config, sets, args.out)
+    merged = [Path(g[0]).parent.parent / "manifest.json" for g in groups] if args.shards > 1 and args.manifest else list(args.manifest or [])
+    _write_index(args.index, merged, args.out)
     return 0
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ndm.names import FILE_DATASETS, SAMPLERS
+from ndm.names import FILE_DATASETS
 from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
 from ndm.pipeline.config import run_seeds
+from ndm.pipeline.sample_jobs import sample_job, sample_jobs, scored_in_sampling
 
 # The `ndm` command line every rule calls. With --sdm conda a job runs in the environment
 # built from environment.yml (dependencies only) and finds the package through PYTHONPATH
@@ -96,15 +97,14 @@ def res(dataset, stage, key, default):
     return merged.get(key, default)
 
 
-def stage_resources(stage, mem_mb, runtime, dataset=None):
+def stage_resources(stage, mem_mb, runtime):
     """The resources of a job of `stage` (train, evaluate, sample, small): the config's
-    resources.<stage> for the job's dataset (the wildcard, or `dataset` for a rule declared per
-    dataset), else these defaults. Every rule's `resources: **stage_resources(...)`."""
-    of = (lambda wc: dataset) if dataset is not None else (lambda wc: wc.dataset)
+    resources.<stage> for the job's dataset (the wildcard), else these defaults. Every rule's
+    `resources: **stage_resources(...)`."""
     return dict(
-        mem_mb=lambda wc: res(of(wc), stage, "mem_mb", mem_mb),
-        runtime=lambda wc: res(of(wc), stage, "runtime", runtime),
-        gpu=lambda wc: res(of(wc), stage, "gpu", 0),
+        mem_mb=lambda wc: res(wc.dataset, stage, "mem_mb", mem_mb),
+        runtime=lambda wc: res(wc.dataset, stage, "runtime", runtime),
+        gpu=lambda wc: res(wc.dataset, stage, "gpu", 0),
     )
 
 
@@ -122,40 +122,85 @@ def train_launcher(dataset):
     return f"trap '' USR1; exec {torchrun}"
 
 
-# Sharded sampling (workflow/rules/evaluate.smk, ndm/pipeline/shards.py).
+# Sampling and scoring jobs (workflow/rules/evaluate.smk; the job names:
+# ndm/pipeline/sample_jobs.py). Every job writes an index (jobs/*.json) as its declared output,
+# listing the per-sampler files it wrote, so each rule has one static output whatever the
+# granularity.
 def shards(dataset):
     return eval_cfg(dataset).sample_shards
 
 
-def sample_manifests(d, variant_seed, sampler):
-    """The manifests the evaluate_samples job of one sampler reads: one, or one per shard."""
-    base = f"{RESULTS}/{d}/{variant_seed}/samples/{sampler}"
-    k = shards(d)
-    return [f"{base}/manifest.json"] if k == 1 else [f"{base}/shard{i}/manifest.json" for i in range(k)]
+def sample_job_index(d, v, s, job):
+    return f"{model_dir(d, v, s)}/jobs/sample-{job}.json"
 
 
-def evaluate_samples_outputs(d):
-    """fid/<sampler>.json per sampler; sharded, also the merged samples/<sampler>/manifest.json
-    (+ steps<N>.npz), the layout of an unsharded job, for the report and the figures."""
-    files = [f"{RESULTS}/{d}/{{variant}}/seed{{seed}}/fid/{s}.json" for s in samplers(d)]
-    if shards(d) > 1:
-        files.extend(f"{RESULTS}/{d}/{{variant}}/seed{{seed}}/samples/{s}/manifest.json" for s in samplers(d))
-    return files
+def score_index(d, v, s):
+    return f"{model_dir(d, v, s)}/jobs/score.json"
 
 
-def per_model_sample_args(d, wc):
-    """The per-model sampling job's options past --out-dir: its shard when sharded, else what
-    scoring its samples in the same job needs (the fid files, the dataset, reference stats)."""
-    if shards(d) > 1:
-        return f"--shard {wc.shard} --shards {shards(d)}"
-    # The rule's fid outputs, rebuilt from the wildcards: a params function of `output` is not
-    # recorded for Snakemake's params rerun trigger (every job would look changed once).
-    fid = " ".join(f"{model_dir(d, wc.variant, wc.seed)}/fid/{s}.json" for s in samplers(d))
-    return f"--dataset {d} --fid-out {fid} {_fd_args(d)}"
+def model_sample_jobs(d):
+    return sample_jobs(eval_cfg(d))
 
 
-def evaluate_samples_args(d):
-    return f"{_fd_args(d)} --shards {shards(d)}" if shards(d) > 1 else _fd_args(d)
+def _job(wc):
+    try:
+        return sample_job(eval_cfg(wc.dataset), wc.job)
+    except ValueError as exc:
+        raise WorkflowError(f"{wc.dataset}: {exc}") from None
+
+
+def sampled_and_scored(d, v, s):
+    """The index files that say a model's samples exist and are scored: the sampling job's own
+    (an unsharded per_model job scores its samples) or the evaluate_samples job's."""
+    if scored_in_sampling(eval_cfg(d)):
+        return [sample_job_index(d, v, s, job.name) for job in model_sample_jobs(d)]
+    return [score_index(d, v, s)]
+
+
+def sample_job_inputs(wc):
+    """The model, and where the job scores its samples, the reference stats and classifier."""
+    inputs = {"model": f"{model_dir(wc.dataset, wc.variant, wc.seed)}/model.pt"}
+    if _job(wc).scores:
+        inputs.update(_score_inputs(wc.dataset))
+    return inputs
+
+
+def sample_job_args(wc):
+    """`ndm sample-grid` options past --model: samplers, their directories, the shard, and what
+    scoring in the same job needs. Built from the wildcards, never from `output` (a params
+    function of `output` is not recorded for Snakemake's params rerun trigger)."""
+    job, m = _job(wc), model_dir(wc.dataset, wc.variant, wc.seed)
+    shard_dir = f"/shard{job.shard}" if job.shards > 1 else ""
+    args = f"--sampler {' '.join(job.samplers)} --out-dir {' '.join(f'{m}/samples/{s}{shard_dir}' for s in job.samplers)}"
+    if job.shards > 1:
+        args += f" --shard {job.shard} --shards {job.shards}"
+    if job.scores:
+        args += f" --dataset {wc.dataset} --fid-out {' '.join(f'{m}/fid/{s}.json' for s in job.samplers)} {_fd_args(wc.dataset)}"
+    return args
+
+
+def score_inputs(wc):
+    """Every sampling job of the model (shard manifests sampler-major), reference stats, classifier."""
+    d = wc.dataset
+    jobs = [sample_job_index(d, wc.variant, wc.seed, job.name) for job in model_sample_jobs(d)]
+    return {"jobs": jobs, **_score_inputs(d)}
+
+
+def score_args(wc):
+    """`ndm evaluate-samples` options: the sample manifests (K per sampler when sharded, merged
+    into the sampler's directory first), one fid file per sampler, the references."""
+    d, m, k = wc.dataset, model_dir(wc.dataset, wc.variant, wc.seed), shards(wc.dataset)
+    parts = [""] if k == 1 else [f"/shard{i}" for i in range(k)]
+    manifests = " ".join(f"{m}/samples/{s}{p}/manifest.json" for s in samplers(d) for p in parts)
+    fid = " ".join(f"{m}/fid/{s}.json" for s in samplers(d))
+    return f"--dataset {d} --manifest {manifests} --out {fid} {_fd_args(d)}" + (f" --shards {k}" if k > 1 else "")
+
+
+def _score_inputs(d):
+    return {
+        "refs": [f"{RESULTS}/{d}/ref_{f}.npz" for f in features(d)],
+        "classifier": [f"{RESULTS}/{d}/classifier.pt"] if "classifier" in features(d) else [],
+    }
 
 
 def signal_lead_seconds(dataset):
@@ -199,7 +244,7 @@ def all_results():
             for s in seeds_of(d, v):
                 m = model_dir(d, v, s)
                 files += [f"{m}/train_summary.json", f"{m}/likelihood.json"]
-                files += [f"{m}/fid/{sampler}.json" for sampler in samplers(d)]
+                files += sampled_and_scored(d, v, s)
                 if eval_cfg(d).compression.steps:
                     files.append(f"{m}/compression.json")
     return files
@@ -219,9 +264,6 @@ def report_inputs():
     files = list(all_results())
     for d in DATASETS:
         files.append(f"{RESULTS}/{d}/data.json")
-        for v in VARIANTS:
-            for s in seeds_of(d, v):
-                files += [f"{model_dir(d, v, s)}/samples/{sampler}/manifest.json" for sampler in samplers(d)]
     if Path(PUBLISHED_CSV).exists():
         files.append(PUBLISHED_CSV)
     return files
