@@ -22,7 +22,7 @@ import importlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ndm.model.specs import VARIANTS as _VARIANT_SPECS
 
@@ -220,7 +220,8 @@ FILE_DATASETS = NameView(DATASET_SPECS, lambda s: s.file_backed)
 FEATURE_SPACES: tuple[str, ...] = ("classifier", "inception", "clean", "data")
 
 # How sampling jobs are split: one per (model, sampler) or one per model.
-SAMPLE_JOBS: tuple[str, ...] = ("per_sampler", "per_model")
+SampleJobs = Literal["per_sampler", "per_model"]
+SAMPLE_JOBS: tuple[str, ...] = get_args(SampleJobs)
 
 
 # Extensions: modules (comma-separated in $NDM_EXTENSIONS) that register samplers or datasets
@@ -232,6 +233,6 @@ for _module in filter(None, (m.strip() for m in os.environ.get(EXTENSIONS_ENV, "
 
 __all__ = [
     "DATASETS", "DATASET_SPECS", "DatasetSpec", "FEATURE_SPACES", "FILE_DATASETS", "FIXED_STEP_SAMPLERS", "SAMPLERS",
-    "SAMPLER_SPECS", "SAMPLE_JOBS", "SamplerSpec", "TIME_GRIDS", "VARIANTS", "load_object", "register_dataset",
+    "SAMPLER_SPECS", "SAMPLE_JOBS", "SampleJobs", "SamplerSpec", "TIME_GRIDS", "VARIANTS", "load_object", "register_dataset",
     "register_sampler", "sampler_spec",
 ]  # fmt: skip

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from ndm.model.schedules import Schedule, ScheduleValues
 from ndm.model.time_sampling import BatchRows, draw_noise, draw_steps, draw_times, global_batch_rows
+from ndm.model.specs import PARAMETERIZATIONS
 from ndm.model.transforms import SeparableTransform, Transform
-
-PARAMETERIZATIONS = ("eps", "x", "v")
 
 
 def bits_per_dim(nats: Tensor | float, dims: int) -> Tensor | float:

@@ -8,6 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+# Options with a closed set of values: each a Literal type, the one place its values are listed
+# (the config parser checks a value against it and names the allowed ones).
+NetworkKind = Literal["unet", "mlp"]
+Parameterization = Literal["eps", "x", "v"]
+TransformTime = Literal["jvp", "separable"]
+TransformGauge = Literal["none", "reference"]
+TransformReference = Literal["zero", "data_mean"]
+TransformInit = Literal["zero", "random"]
+PARAMETERIZATIONS: tuple[str, ...] = get_args(Parameterization)
+GAUGES: tuple[str, ...] = get_args(TransformGauge)
 
 # VDM's end points of the fixed linear schedule and the learned schedule's initialisation.
 VDM_GAMMA_MIN = -13.3
@@ -18,7 +30,7 @@ VDM_GAMMA_MAX = 5.0
 class NetworkConfig:
     """Architecture of one network (x_hat or F)."""
 
-    kind: str = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
+    kind: NetworkKind = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
     channels: int = 64  # U-Net base width
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 2
@@ -69,26 +81,26 @@ class ModelConfig:
     schedule: str | None = None  # override the variant's schedule
     gamma_min: float = VDM_GAMMA_MIN
     gamma_max: float = VDM_GAMMA_MAX
-    parameterization: str = "v"  # eps | x | v (eps only for F = identity)
+    parameterization: Parameterization = "v"  # eps | x | v (eps only for F = identity)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     transform_network: NetworkConfig | None = None  # defaults to `network` (same family and size)
     # How a learned time-dependent F (variants ndm, ndm-vdm) is built: "jvp" = the paper's
     # F(x,t) = x + t NN(x,t), dF/dt by forward-mode AD; "separable" = F(x,t) = x + t sum_k
     # cos(k pi t) G_k(x), k < transform_rank, dF/dt exact and nearly free (docs/performance.md).
-    transform_time: str = "jvp"
+    transform_time: TransformTime = "jvp"
     transform_rank: int = 4
     # Gauge of a learned time-dependent F (docs/math.md "Gauge freedom of F"): "none" = the
     # paper's F, free to drift along input-independent offsets a(t) the bound cannot see;
     # "reference" = F(x,t) = x + t (NN(x,t) - NN(x_ref,t) + v), x_ref below, v learned.
-    transform_gauge: str = "none"
+    transform_gauge: TransformGauge = "none"
     # x_ref of the reference gauge: "zero" (the mid-range image) or "data_mean" (the training
     # split's mean, set when training starts and saved with the model): a point on the data,
     # so NN(x, t) - NN(x_ref, t) averages to about zero over the data (docs/math.md).
-    transform_reference: str = "zero"
+    transform_reference: TransformReference = "zero"
     # Last layer of F's network: "zero" (a fresh NDM is exactly its F = identity special case)
     # or "random" (that layer's default initialisation scaled by 0.1: F starts near, not at, the
     # identity, and its hidden layers get gradient from the first step).
-    transform_init: str = "zero"
+    transform_init: TransformInit = "zero"
     blur_sigma_max: float | None = None  # None: 0.625 * image side (20 px at 32x32)
     flow_eps: float = 1e-3
 

@@ -28,6 +28,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ndm.model.specs import GAUGES
+
 
 def _bc(v: Tensor, like: Tensor) -> Tensor:
     """Broadcast a per-example (B,) tensor against a (B, ...) tensor."""
@@ -68,7 +70,6 @@ class IdentityTransform(Transform):
         return x, torch.zeros_like(x)
 
 
-GAUGES = ("none", "reference")  # ModelConfig.transform_gauge
 
 
 def _init_gauge(module: nn.Module, gauge: str, event_shape: tuple[int, ...] | None) -> None:

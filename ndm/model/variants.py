@@ -11,8 +11,8 @@ from torch import nn
 from ndm.model.diffusion import DiffusionModel
 from ndm.model.networks import build_network, init_output_small_random
 from ndm.model.schedules import build_schedule
-from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
-from ndm.model.transforms import GAUGES, BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
+from ndm.model.specs import GAUGES, VARIANTS, ModelConfig, NetworkConfig, Variant, get_variant
+from ndm.model.transforms import BlurTransform, IdentityTransform, LatentTransform, NeuralTransform, SeparableTransform, Transform
 
 __all__ = ["VARIANTS", "ModelConfig", "NetworkConfig", "Variant", "get_variant", "build_model", "build_transform"]
 

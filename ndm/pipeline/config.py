@@ -17,14 +17,26 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, base_variant, model_name_problem
 from ndm.pipeline.errors import ConfigError, unknown_name  # noqa: F401 - re-exported
 from ndm.pipeline.provenance import config_hash
-from ndm.names import DATASETS, FEATURE_SPACES, SAMPLE_JOBS, SAMPLERS, TIME_GRIDS
+from ndm.names import DATASETS, FEATURE_SPACES, SAMPLERS, TIME_GRIDS, SampleJobs
+
+# Options with a closed set of values: the Literal type lists them once; the parser rejects any
+# other value, naming the allowed ones (the model's own: ndm/model/specs.py).
+LrSchedule = Literal["constant", "cosine"]  # after the warm-up; cosine to 0 at train.steps
+Loss = Literal["continuous", "discrete"]
+TimeSampling = Literal["uniform", "gamma"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16"]
+OdeMethod = Literal["heun", "dopri5"]
+Divergence = Literal["auto", "exact", "hutchinson"]
+IfWeightsMissing = Literal["fail", "skip"]
+CompressionOrder = Literal["auto", "posterior", "bitswap"]
 
 
 @dataclass
@@ -41,17 +53,17 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 100
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at train.steps), after the warm-up
+    lr_schedule: LrSchedule = "constant"
     weight_decay: float = 0.0
     # F's parameters form their own optimiser group with learning rate lr * transform_lr_scale
     # (the same warm-up and schedule); 1 = one learning rate for everything.
     transform_lr_scale: float = 1.0
     ema_decay: float = 0.999
     grad_clip: float | None = None  # max global grad norm; None = off
-    loss: str = "continuous"  # continuous | discrete
+    loss: Loss = "continuous"
     # Continuous-time loss: "uniform" = antithetic t ~ U(0,1) (VDM); "gamma" = antithetic and
     # uniform in gamma with weight (gamma_1 - gamma_0) / gamma'(t) (same expectation, less variance).
-    time_sampling: str = "uniform"
+    time_sampling: TimeSampling = "uniform"
     loss_steps: int = 1000  # T of the discrete-time loss
     checkpoint_every: int = 500
     log_every: int = 50
@@ -61,8 +73,8 @@ class TrainConfig:
     eval_every: int = 0
     eval_examples: int = 256
     eval_time_samples: int = 8
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast on GPU)
+    device: Device = "auto"
+    precision: Precision = "fp32"  # bf16: autocast on GPU
     compile: bool = False  # torch.compile the networks
     channels_last: bool = False
     num_threads: int | None = None  # torch CPU threads; None = torch's default
@@ -73,11 +85,11 @@ class OdeConfig:
     """NLL through the probability-flow ODE."""
 
     n_examples: int = 64  # test examples (the ODE is the expensive estimator); 0 = skip
-    method: str = "heun"  # heun (fixed steps) | dopri5 (adaptive)
+    method: OdeMethod = "heun"  # heun: fixed steps; dopri5: adaptive
     steps: int = 100  # heun steps
     rtol: float = 1e-5
     atol: float = 1e-5
-    divergence: str = "auto"  # exact | hutchinson | auto (exact when D <= 64)
+    divergence: Divergence = "auto"  # auto: exact when D <= 64
     probes: int = 1  # Hutchinson probes per example
 
 
@@ -94,7 +106,7 @@ class FidConfig:
     n_reference: int | None = None  # reference examples (train split); None = all
     # Without local Inception weights: fail (the reference_stats job stops, naming the places
     # searched) or skip (the inception/clean distances are recorded as skipped with that reason).
-    if_weights_missing: str = "fail"
+    if_weights_missing: IfWeightsMissing = "fail"
 
 
 @dataclass
@@ -112,7 +124,7 @@ class CompressionConfig:
     steps: list[int] = field(default_factory=list)  # T of each coded file
     n_examples: int = 0  # first n test examples; 0 = the whole test split
     batch_size: int = 64  # examples coded together (the first batch's pops need the initial bits)
-    order: str = "auto"  # auto | posterior | bitswap (ndm/codec/chain.py)
+    order: CompressionOrder = "auto"  # ndm/codec/chain.py
     bins_per_std: float = 16.0  # latent grid: the smaller std of a level over this
 
 
@@ -134,7 +146,7 @@ class EvalConfig:
     # per_sampler: one sampling job per (model, sampler), parallel on a cluster; per_model: one
     # job samples every sampler and scores the samples (on a CPU, where a job's start-up,
     # mostly imports, rivals the sampling of a small model: docs/performance.md).
-    sample_jobs: str = "per_sampler"
+    sample_jobs: SampleJobs = "per_sampler"
     # K > 1 splits every sampling job into K shard jobs (each n_samples / K samples, its own
     # noise stream from (seed, steps, shard)); the evaluate_samples job merges them before the
     # Frechet distances (ndm/pipeline/shards.py, docs/slurm.md). 1 = one job, as before.
@@ -156,18 +168,13 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (all(s >= 1 for s in ev.nelbo_steps), f"{where}.nelbo_steps must all be >= 1, got {ev.nelbo_steps}"),
         (all(s >= 1 for s in ev.sample_steps), f"{where}.sample_steps must all be >= 1, got {ev.sample_steps}"),
         (ev.n_samples >= 2, f"{where}.n_samples must be >= 2, got {ev.n_samples}"),
-        (ev.ode.method in ("heun", "dopri5"), f"{where}.ode.method must be heun or dopri5, got {ev.ode.method!r}"),
         (ev.ode.steps >= 1, f"{where}.ode.steps must be >= 1, got {ev.ode.steps}"),
-        (ev.ode.divergence in ("auto", "exact", "hutchinson"), f"{where}.ode.divergence must be auto, exact or hutchinson"),
         (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
-        (ev.sample_jobs in SAMPLE_JOBS, f"{where}.sample_jobs must be one of {list(SAMPLE_JOBS)}, got {ev.sample_jobs!r}"),
         (1 <= ev.sample_shards <= min(ev.n_samples, 1024), f"{where}.sample_shards must be between 1 and min(n_samples, 1024) (distinct noise streams, ndm/pipeline/shards.py), got {ev.sample_shards}"),
         (all(s >= 1 for s in ev.compression.steps), f"{where}.compression.steps must all be >= 1, got {ev.compression.steps}"),
         (ev.compression.n_examples >= 0, f"{where}.compression.n_examples must be >= 0 (0 = whole test split)"),
         (ev.compression.batch_size >= 1, f"{where}.compression.batch_size must be >= 1"),
         (ev.compression.bins_per_std > 0, f"{where}.compression.bins_per_std must be > 0"),
-        (ev.compression.order in ("auto", "posterior", "bitswap"), f"{where}.compression.order must be auto, posterior or bitswap, got {ev.compression.order!r}"),
-        (ev.fid.if_weights_missing in ("fail", "skip"), f"{where}.fid.if_weights_missing must be fail or skip, got {ev.fid.if_weights_missing!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -273,33 +280,22 @@ def validate_values(run: Any, where: str) -> None:
         (t.steps >= 1, f"{where}.train.steps must be >= 1, got {t.steps}"),
         (t.batch_size >= 1, f"{where}.train.batch_size must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"{where}.train.lr must be > 0, got {t.lr}"),
-        (t.lr_schedule in ("constant", "cosine"), f"{where}.train.lr_schedule must be constant or cosine, got {t.lr_schedule!r}"),
         (0 <= t.ema_decay < 1, f"{where}.train.ema_decay must be in [0, 1), got {t.ema_decay}"),
-        (t.loss in ("continuous", "discrete"), f"{where}.train.loss must be 'continuous' or 'discrete', got {t.loss!r}"),
         (t.loss_steps >= 1, f"{where}.train.loss_steps must be >= 1, got {t.loss_steps}"),
-        (t.time_sampling in ("uniform", "gamma"), f"{where}.train.time_sampling must be 'uniform' or 'gamma', got {t.time_sampling!r}"),
         (t.checkpoint_every >= 1, f"{where}.train.checkpoint_every must be >= 1"),
         (t.eval_every >= 0 and (t.eval_every == 0 or t.eval_every % max(t.log_every, 1) == 0),
          f"{where}.train.eval_every must be 0 (off) or a multiple of train.log_every ({t.log_every}), got {t.eval_every}"),
         (t.eval_examples >= 2 and t.eval_time_samples >= 1, f"{where}.train.eval_examples must be >= 2 and eval_time_samples >= 1"),
-        (t.device in ("auto", "cpu", "cuda"), f"{where}.train.device must be auto, cpu or cuda, got {t.device!r}"),
-        (t.precision in ("fp32", "bf16"), f"{where}.train.precision must be fp32 or bf16, got {t.precision!r}"),
         (t.grad_clip is None or t.grad_clip > 0, f"{where}.train.grad_clip must be > 0 or null"),
         (m.variant in VARIANTS, f"{where}.model.variant: {unknown_name('variant', m.variant, VARIANTS)}"),
         (run.data.name in DATASETS, f"{where}.data.name: {unknown_name('dataset', run.data.name, DATASETS)}"),
-        (m.parameterization in ("eps", "x", "v"), f"{where}.model.parameterization must be eps, x or v"),
-        (m.network.kind in ("unet", "mlp"), f"{where}.model.network.kind must be unet or mlp"),
         *[
             (net.patch_size >= 1 and (net.patch_size == 1 or net.kind == "unet"),
              f"{where}.model.{name}.patch_size must be >= 1, and 1 for an mlp, got {net.patch_size} ({net.kind})")
             for name, net in (("network", m.network), ("transform_network", m.transform_network)) if net is not None
         ],
-        (m.transform_time in ("jvp", "separable"), f"{where}.model.transform_time must be jvp or separable, got {m.transform_time!r}"),
         (m.transform_rank >= 1, f"{where}.model.transform_rank must be >= 1, got {m.transform_rank}"),
-        (m.transform_gauge in ("none", "reference"), f"{where}.model.transform_gauge must be none or reference, got {m.transform_gauge!r}"),
-        (m.transform_init in ("zero", "random"), f"{where}.model.transform_init must be zero or random, got {m.transform_init!r}"),
         (t.transform_lr_scale > 0, f"{where}.train.transform_lr_scale must be > 0, got {t.transform_lr_scale}"),
-        (m.transform_reference in ("zero", "data_mean"), f"{where}.model.transform_reference must be zero or data_mean, got {m.transform_reference!r}"),
         (m.transform_reference == "zero" or m.transform_gauge == "reference",
          f"{where}.model.transform_reference: {m.transform_reference} sets x_ref of the reference gauge: add model.transform_gauge: reference (or drop transform_reference)"),
     ]
@@ -320,6 +316,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
         return True
+    if origin is Literal:
+        return isinstance(value, str) and value in typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in typing.get_args(tp))
     if tp is type(None):
@@ -360,7 +358,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         if isinstance(value, str) and _type_ok(0.5, tp) and not _type_ok(value, tp) and DECIMAL_NUMBER.fullmatch(value):
             value = float(value)  # "1e-4" from a YAML 1.1 reader (DECIMAL_NUMBER's comment)
         if not _type_ok(value, tp):
-            raise ConfigError(f"{key} = {value!r} has the wrong type; expected {_type_name(tp)}")
+            raise ConfigError(_wrong_value(key, value, tp))
         kwargs[name] = float(value) if tp is float else value
     return cls(**kwargs)
 
@@ -372,6 +370,18 @@ def unknown_key(where: str, key: str, allowed: typing.Iterable[str]) -> str:
     hint = f"did you mean {close[0]!r}? " if close else ""
     prefix = f"{where}." if where else ""
     return f"unknown key {prefix}{key}; {hint}allowed keys under {where or 'the top level'}: {allowed}"
+
+
+def _wrong_value(key: str, value: Any, tp: Any) -> str:
+    """The error of a value that does not fit its field: the allowed values of a closed set
+    (with the closest, for a typo), else the expected type."""
+    options = [a for a in ([tp] if typing.get_origin(tp) is Literal else typing.get_args(tp)) if typing.get_origin(a) is Literal]
+    if options:
+        allowed = [v for o in options for v in typing.get_args(o)]
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key} must be one of {allowed}, got {value!r}{hint}"
+    return f"{key} = {value!r} has the wrong type; expected {_type_name(tp)}"
 
 
 def _type_name(tp: Any) -> str:
