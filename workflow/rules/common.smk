@@ -170,8 +170,8 @@ def sample_job_args(wc):
     scoring in the same job needs. Built from the wildcards, never from `output` (a params
     function of `output` is not recorded for Snakemake's params rerun trigger)."""
     job, m = _job(wc), model_dir(wc.dataset, wc.variant, wc.seed)
-    shard_dir = f"/shard{job.shard}" if job.shards > 1 else ""
-    args = f"--sampler {' '.join(job.samplers)} --out-dir {' '.join(f'{m}/samples/{s}{shard_dir}' for s in job.samplers)}"
+    dirs = [_sample_dir(m, s, job.shard if job.shards > 1 else None) for s in job.samplers]
+    args = f"--sampler {' '.join(job.samplers)} --out-dir {' '.join(dirs)}"
     if job.shards > 1:
         args += f" --shard {job.shard} --shards {job.shards}"
     if job.scores:
@@ -190,10 +190,16 @@ def score_args(wc):
     """`ndm evaluate-samples` options: the sample manifests (K per sampler when sharded, merged
     into the sampler's directory first), one fid file per sampler, the references."""
     d, m, k = wc.dataset, model_dir(wc.dataset, wc.variant, wc.seed), shards(wc.dataset)
-    parts = [""] if k == 1 else [f"/shard{i}" for i in range(k)]
-    manifests = " ".join(f"{m}/samples/{s}{p}/manifest.json" for s in samplers(d) for p in parts)
+    parts = [None] if k == 1 else range(k)
+    manifests = " ".join(f"{_sample_dir(m, s, i)}/manifest.json" for s in samplers(d) for i in parts)
     fid = " ".join(f"{m}/fid/{s}.json" for s in samplers(d))
     return f"--dataset {d} --manifest {manifests} --out {fid} {_fd_args(d)}" + (f" --shards {k}" if k > 1 else "")
+
+
+def _sample_dir(m, sampler, shard):
+    """samples/<sampler>, or its shard<k> subdirectory."""
+    base = f"{m}/samples/{sampler}"
+    return base if shard is None else f"{base}/shard{shard}"
 
 
 def _score_inputs(d):
