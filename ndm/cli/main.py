@@ -18,6 +18,7 @@ from ndm.cli import training, calibrate, evaluate, tracking, sampling, compress 
 from ndm.cli import claims  # noqa: F401  (after the pipeline's commands)
 from ndm.cli import plan  # noqa: F401  (before submitting: GPU-hours of a config)
 from ndm.cli import f_learning  # noqa: F401  (what a learned F can win and what it learned)
+from ndm.cli import fid_weights  # noqa: F401  (set-up: Inception weights from a package)
 from ndm.cli.registry import COMMANDS
 from ndm.pipeline.errors import PREEMPTED_EXIT_CODE, Preempted, TrainingDiverged
 

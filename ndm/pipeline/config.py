@@ -94,6 +94,17 @@ class OdeConfig:
 
 
 @dataclass
+class InceptionSubset:
+    """Fewer images for the Inception spaces (inception, clean) than for the others: on a CPU
+    an Inception forward costs about 0.1 s per image (docs/fid.md), so the default run scores
+    a subset there. None / false: everything, as for the other spaces (the paper config)."""
+
+    samples: int | None = None  # the first N samples of each scored file
+    reference: int | None = None  # the first N training examples for the reference stats
+    paper_setting_only: bool = False  # only the files of eval.paper_setting's (sampler, steps)
+
+
+@dataclass
 class FidConfig:
     """Which feature spaces the Frechet distances use; see docs/fid.md."""
 
@@ -107,6 +118,7 @@ class FidConfig:
     # Without local Inception weights: fail (the reference_stats job stops, naming the places
     # searched) or skip (the inception/clean distances are recorded as skipped with that reason).
     if_weights_missing: IfWeightsMissing = "fail"
+    inception_subset: InceptionSubset = field(default_factory=InceptionSubset)
 
 
 @dataclass
@@ -171,6 +183,8 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (ev.ode.steps >= 1, f"{where}.ode.steps must be >= 1, got {ev.ode.steps}"),
         (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
         (1 <= ev.sample_shards <= min(ev.n_samples, 1024), f"{where}.sample_shards must be between 1 and min(n_samples, 1024) (distinct noise streams, ndm/pipeline/shards.py), got {ev.sample_shards}"),
+        (all(n is None or n >= 2 for n in (ev.fid.inception_subset.samples, ev.fid.inception_subset.reference)),
+         f"{where}.fid.inception_subset.samples and .reference must be >= 2 (a covariance needs two) or null"),
         (all(s >= 1 for s in ev.compression.steps), f"{where}.compression.steps must all be >= 1, got {ev.compression.steps}"),
         (ev.compression.n_examples >= 0, f"{where}.compression.n_examples must be >= 0 (0 = whole test split)"),
         (ev.compression.batch_size >= 1, f"{where}.compression.batch_size must be >= 1"),

@@ -254,6 +254,10 @@ def sample_grid(
 # ------------------------------------------------------------- features
 
 
+# The feature spaces of the Inception network (eval.fid.inception_subset applies to them).
+INCEPTION_SPACES = ("inception", "clean")
+
+
 def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier_path: str | Path | None):
     """The extractor object of a feature space (ids match those stored in reference stats)."""
     from ndm import metrics
@@ -316,7 +320,8 @@ def reference_stats(
             # Recorded, never faked: the file says why, and every distance in this space is skipped.
             metrics.save_skipped_stats(out_path, feature, str(exc), meta)
             return {"feature": feature, "skipped": str(exc)}
-        ref = ds.train if ev.fid.n_reference is None else ds.train[: ev.fid.n_reference]
+        n_ref = ev.fid.inception_subset.reference if feature in INCEPTION_SPACES and ev.fid.inception_subset.reference else ev.fid.n_reference
+        ref = ds.train if n_ref is None else ds.train[:n_ref]
         stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
     metrics.save_stats(out_path, stats)
     return {"feature": feature, "extractor": stats.extractor, "n": stats.n, "dim": stats.dim}
@@ -343,6 +348,8 @@ def evaluate_samples(
         extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)
     skipped = {name: reason for name, path in reference_files.items() if (reason := metrics.skipped_reason(path))}
     refs = {name: metrics.load_stats(path) for name, path in reference_files.items() if name not in skipped}
+    ev = resolve_eval_config(config, dataset)
+    subset = ev.fid.inception_subset
     results = []
     first = None
     for path in sorted(sample_files, key=lambda p: int(Path(p).stem.replace("steps", ""))):
@@ -358,10 +365,18 @@ def evaluate_samples(
         samples = torch.from_numpy(arr)
         entry: dict[str, Any] = {**rec, "file": str(path), "n_samples": int(len(samples)), "metrics": {}}
         for name, extractor in extractors.items():
-            res = metrics.frechet_to_reference(samples, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
+            scored = samples
+            if name in INCEPTION_SPACES:
+                paper = (first["sampler"], int(rec["steps"])) == (ev.paper_setting.sampler, ev.paper_setting.steps)
+                if subset.paper_setting_only and not paper:
+                    continue
+                scored = samples if subset.samples is None else samples[: subset.samples]
+            res = metrics.frechet_to_reference(scored, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
             entry["metrics"][res.metric] = res.to_dict()
         results.append(entry)
-    payload = {**(first or {}), "dataset": dataset, "results": results, **({"skipped": skipped} if skipped else {})}
+    weights = {name: ex.provenance() for name, ex in extractors.items() if hasattr(ex, "provenance")}
+    payload = {**(first or {}), "dataset": dataset, "results": results, **({"skipped": skipped} if skipped else {}),
+               **({"feature_weights": weights} if weights else {})}
     write_result_json(out_path, payload)
     return payload
 

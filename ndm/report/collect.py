@@ -51,6 +51,9 @@ class Results:
     # (dataset, feature space) -> why its Frechet distances were not computed (no Inception
     # weights and eval.fid.if_weights_missing: skip; the fid JSONs' `skipped`).
     fd_skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (dataset, feature space) -> where its network's weights came from and what vouches for
+    # them (the fid JSONs' `feature_weights`: official file, or the published values reproduced).
+    fd_weights: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -213,6 +216,7 @@ def collect(config: dict, results: str | Path) -> Results:
     data_info: dict[str, dict[str, Any]] = {}
     ode_skipped: dict[RunKey, str] = {}
     fd_skipped: dict[tuple[str, str], str] = {}
+    fd_weights: dict[tuple[str, str], dict[str, Any]] = {}
     runs = config_runs(config)
     for d in datasets:
         info = read_json(root / d / "data.json", unreadable)
@@ -239,6 +243,7 @@ def collect(config: dict, results: str | Path) -> Results:
                         try:
                             fd += _fd_rows(f, key, sampler)
                             fd_skipped.update({(d, str(feature)): str(why) for feature, why in (f.get("skipped") or {}).items()})
+                            fd_weights.update({(d, str(feature)): w for feature, w in (f.get("feature_weights") or {}).items()})
                         except (KeyError, TypeError, ValueError):
                             unreadable.append(str(run / "fid" / f"{sampler}.json"))
     missing = [str(p) for p in expected_files(config, root) if not p.exists()]
@@ -254,6 +259,7 @@ def collect(config: dict, results: str | Path) -> Results:
         data_info=data_info,
         ode_skipped=ode_skipped,
         fd_skipped=fd_skipped,
+        fd_weights=fd_weights,
         missing=missing,
         unreadable=sorted(set(unreadable)),
         ignored=_ignored_runs(root, runs),

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ndm.names import FILE_DATASETS
 from ndm.pipeline.config import ConfigError, resolve_eval_config
 from ndm.report.collect import Results
 from ndm.report.published import FID_COMPARABLE, cite, lookup
@@ -260,6 +261,28 @@ def _sort_key(res: Results):
 # ------------------------------------------------------- FID (paper setting)
 
 
+def weights_label(provenance: dict) -> str:
+    """What vouches for the Inception weights behind a FID (docs/fid.md)."""
+    if provenance.get("official_weights"):
+        return "Inception FID (the official weights file, by its sha256 prefix)"
+    if provenance.get("verified_against_published"):
+        checks = provenance["verification"]["checks"]
+        shown = "; ".join(f"{c['name']} {', '.join(f'{m:.4f}' for m in c['measured'])} vs {', '.join(f'{p:.4f}' for p in c['printed'])}" for c in checks)
+        return f"Inception FID (weights verified against published values: {shown}; {provenance['verification']['source']})"
+    return "Inception features from unverified weights: not comparable with published FIDs"
+
+
+def inception_rows(data: pd.DataFrame) -> list[tuple[str, float]]:
+    """(dataset, samples) of each dataset with an Inception FID in the table."""
+    sub = data[data["metric"].isin(FID_COMPARABLE) & data["n_samples"].notna()]
+    return sorted({(d, float(n)) for d, n in zip(sub["dataset"], sub["n_samples"])})
+
+
+def image_size(res: Results, dataset: str) -> str:
+    shape = (res.data_info.get(dataset) or {}).get("event_shape")
+    return f"images of {'x'.join(str(x) for x in shape[-2:])} pixels" if shape else "small images"
+
+
 def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names: dict[str, str]) -> Table:
     """Frechet distances per dataset and variant at the paper's sampling setting (eval.paper_setting)."""
     rows = []
@@ -317,6 +340,9 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
         "Published FIDs use 50,000 samples; ours use n_samples (FID is biased upwards for small samples).",
         "± is the standard error: across seeds, or the bootstrap standard error within the run with one seed.",
         *[f"{d}, {FEATURE_METRIC.get(f, f)} skipped: {why}" for (d, f), why in sorted(res.fd_skipped.items())],
+        *[f"{d}, {FEATURE_METRIC.get(f, f)}: {weights_label(w)}" for (d, f), w in sorted(res.fd_weights.items())],
+        *[f"{d}: its Inception FID is not comparable with the papers' ({image_size(res, d)} upsampled to 299, "
+          f"{int(n)} samples)" for d, n in inception_rows(data) if names.get(d, d) not in FILE_DATASETS],
     ]
     return Table("fid", data, display, "Frechet distance per dataset and variant at the paper's sampling setting", notes)
 
