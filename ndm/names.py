@@ -152,14 +152,42 @@ SAMPLERS = NameView(SAMPLER_SPECS)
 FIXED_STEP_SAMPLERS = NameView(SAMPLER_SPECS, lambda s: s.fixed_step)
 
 
-def sampler_spec(name: str) -> SamplerSpec:
-    if name not in SAMPLER_SPECS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {tuple(SAMPLER_SPECS)}")
-    return SAMPLER_SPECS[name]
-
-
 # Time grids of the fixed-step samplers (ndm/estimators/time_grids.py; eval.time_grid).
 TIME_GRIDS: tuple[str, ...] = ("uniform-t", "uniform-logsnr", "edm")
+
+# A fixed-step sampler on a grid of its own: "<sampler>@<grid>" ("edm-heun@edm") runs on that
+# grid instead of eval.time_grid. A config lists it as a sampler of its own (its samples, fid file
+# and report rows are keyed by the whole name), so one study runs a sampler on several grids.
+GRID_SEPARATOR = "@"
+
+
+def split_sampler(name: str) -> tuple[str, str | None]:
+    """("edm-heun", "edm") for "edm-heun@edm"; (name, None) for a plain sampler."""
+    base, sep, grid = name.partition(GRID_SEPARATOR)
+    return base, (grid if sep else None)
+
+
+def sampler_spec(name: str) -> SamplerSpec:
+    """The record of a sampler, or of the sampler in "<sampler>@<grid>" (checked: a known grid,
+    a fixed-step sampler)."""
+    base, grid = split_sampler(name)
+    if base not in SAMPLER_SPECS:
+        raise ValueError(f"unknown sampler {base!r}; choose one of {tuple(SAMPLER_SPECS)} (optionally @<grid>, grid one of {TIME_GRIDS})")
+    spec = SAMPLER_SPECS[base]
+    if grid is not None and grid not in TIME_GRIDS:
+        raise ValueError(f"sampler {name!r}: unknown time grid {grid!r}; choose one of {TIME_GRIDS}")
+    if grid is not None and not spec.fixed_step:
+        raise ValueError(f"sampler {name!r}: {base} chooses its own steps (adaptive), so it takes no grid; use {base!r}")
+    return spec
+
+
+def sampler_problem(name: str) -> str | None:
+    """Why `name` is not a sampler a config may list (None when it is)."""
+    try:
+        sampler_spec(name)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 # ------------------------------------------------------------------ datasets
@@ -234,5 +262,5 @@ for _module in filter(None, (m.strip() for m in os.environ.get(EXTENSIONS_ENV, "
 __all__ = [
     "DATASETS", "DATASET_SPECS", "DatasetSpec", "FEATURE_SPACES", "FILE_DATASETS", "FIXED_STEP_SAMPLERS", "SAMPLERS",
     "SAMPLER_SPECS", "SAMPLE_JOBS", "SampleJobs", "SamplerSpec", "TIME_GRIDS", "VARIANTS", "load_object", "register_dataset",
-    "register_sampler", "sampler_spec",
+    "register_sampler", "sampler_spec", "split_sampler", "sampler_problem", "GRID_SEPARATOR",
 ]  # fmt: skip

@@ -165,3 +165,35 @@ def test_dry_run_plans_k_sample_jobs_per_model_and_sampler(tmp_path):
             assert "jobs/sample-ddim.shard2.json" in out
         assert "--shard 2 --shards 3" in out and "--shards 3 --index" in out
         assert set(counts) & {"sample_shard", "sample_grid_digits", "evaluate_samples_digits"} == set()
+
+
+def test_a_sampler_on_its_own_grid(sharded, tmp_path):
+    """"<sampler>@<grid>" runs the sampler on that grid instead of eval.time_grid: a sampler of its
+    own in the config (checked), its files record the grid, its samples differ from the default
+    grid's, and its NFE is the sampler's."""
+    from ndm.estimators.sampling import expected_nfe
+    from ndm.names import sampler_problem
+    from ndm.pipeline.evaluate import sample_grid
+
+    _, model = sharded
+    config = json.loads(json.dumps(CONFIG))
+    config["datasets"]["toy2d"]["eval"].update(samplers=["ancestral", "ancestral@uniform-logsnr"], sample_shards=1)
+    assert resolve_eval_config(config, "toy2d").samplers[1] == "ancestral@uniform-logsnr"
+    for bad, needle in [("ode-adaptive@edm", "takes no grid"), ("ddim@cosine", "unknown time grid 'cosine'"), ("dim@edm", "unknown sampler 'dim'")]:
+        assert needle in sampler_problem(bad)
+        config["datasets"]["toy2d"]["eval"]["samplers"] = [bad]
+        with pytest.raises(ConfigError, match=needle.split("'")[0]):
+            resolve_eval_config(config, "toy2d")
+    config["datasets"]["toy2d"]["eval"]["samplers"] = ["ancestral", "ancestral@uniform-logsnr"]
+    plain = sample_grid(model, config, "ancestral", tmp_path / "plain", progress=False)
+    own = sample_grid(model, config, "ancestral@uniform-logsnr", tmp_path / "own", progress=False)
+    with np.load(plain[0]) as a, np.load(own[0]) as b:
+        assert str(a["time_grid"]) == "uniform-t" and str(b["time_grid"]) == "uniform-logsnr"
+        assert str(b["sampler"]) == "ancestral@uniform-logsnr" and int(a["nfe"]) == int(b["nfe"])
+        assert not np.allclose(a["samples"], b["samples"])
+    manifest = json.loads((tmp_path / "own" / "manifest.json").read_text())
+    assert manifest["time_grid"] == "uniform-logsnr" and manifest["sampler"] == "ancestral@uniform-logsnr"
+    from ndm.pipeline.evaluate import load_trained_model
+
+    net, _ = load_trained_model(model)
+    assert expected_nfe(net, "ancestral@edm", 7) == expected_nfe(net, "ancestral", 7)

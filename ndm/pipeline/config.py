@@ -24,7 +24,7 @@ import yaml
 from ndm.model.specs import VARIANTS, ModelConfig, NetworkConfig, base_variant, model_name_problem
 from ndm.pipeline.errors import ConfigError, unknown_name  # noqa: F401 - re-exported
 from ndm.pipeline.provenance import config_hash
-from ndm.names import DATASETS, FEATURE_SPACES, SAMPLERS, TIME_GRIDS, SampleJobs
+from ndm.names import DATASETS, FEATURE_SPACES, SAMPLERS, TIME_GRIDS, SampleJobs, sampler_problem, split_sampler
 
 # Options with a closed set of values: the Literal type lists them once; the parser rejects any
 # other value, naming the allowed ones (the model's own: ndm/model/specs.py).
@@ -194,8 +194,9 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         if not ok:
             raise ConfigError(message)
     for key, name in [("samplers", s) for s in ev.samplers] + [("paper_setting.sampler", ev.paper_setting.sampler)]:
-        if name not in SAMPLERS:
-            raise ConfigError(f"{where}.{key}: {unknown_name('sampler', name, SAMPLERS)}")
+        if (problem := sampler_problem(name)) is not None:
+            base = split_sampler(name)[0]
+            raise ConfigError(f"{where}.{key}: {unknown_name('sampler', base, SAMPLERS) if base not in SAMPLERS else problem}")
     if ev.time_grid not in TIME_GRIDS:
         raise ConfigError(f"{where}.time_grid: {unknown_name('time grid', ev.time_grid, TIME_GRIDS)}")
     for name in ev.fid.features:

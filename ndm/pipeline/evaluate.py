@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ndm.names import sampler_spec
+from ndm.names import sampler_spec, split_sampler
 from ndm.pipeline.config import EvalConfig, RunConfig, resolve_eval_config
 from ndm.pipeline.data import load_split  # noqa: F401 - also imported from here by the codec and the report
 from ndm.model.diffusion import DiffusionModel, bits_per_dim
@@ -218,17 +218,17 @@ def sample_grid(
     records: list[dict[str, Any]] = []
     flops_cache: dict = {}
     fixed = sampler_spec(sampler).fixed_step
+    base, own_grid = split_sampler(sampler)  # "edm-heun@edm": edm-heun on the edm grid
+    time_grid = own_grid or ev.time_grid
     for steps in sample_steps_for(ev, sampler):
         gen = torch.Generator(device=device).manual_seed(noise_seed(run.seed, steps, shard))
-        settings = SamplerSettings(
-            sampler, steps if fixed else None, time_grid=ev.time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol
-        )
+        settings = SamplerSettings(base, steps if fixed else None, time_grid=time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol)
         res = sample(model, n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
         samples = res.levels if res.levels is not None else res.x.float()
         if not torch.isfinite(res.x).all():
             raise RuntimeError(f"{sampler} at {steps} steps produced non-finite samples for {model_path}")
         # Network FLOPs per sample (x_hat and F, JVPs included): the few-step figure's compute axis.
-        flops = sampling_flops(model, sampler, steps if fixed else None, nfe=res.nfe, device=device, cache=flops_cache)
+        flops = sampling_flops(model, base, steps if fixed else None, nfe=res.nfe, device=device, cache=flops_cache)
         path = out_dir / f"steps{steps}.npz"
         arrays = dict(
             samples=samples.cpu().numpy(),
@@ -241,13 +241,13 @@ def sample_grid(
             seed=run.seed,
             dataset=run.dataset,
             variant=run.model_name,
-            time_grid=ev.time_grid,
+            time_grid=time_grid,
         )
         atomic_write(path, lambda f: np.savez(f, **arrays))
         written.append(path)
-        records.append({"file": str(path), "steps": steps, "time_grid": ev.time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "flops_per_sample": flops, "seconds": round(res.seconds, 3)})
+        records.append({"file": str(path), "steps": steps, "time_grid": time_grid, "nfe": res.nfe, "nfe_F": res.nfe_F, "flops_per_sample": flops, "seconds": round(res.seconds, 3)})
     # The manifest is the job's declared output, written last: its presence means every file is there.
-    write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": ev.time_grid, "n_samples": n_samples, **({"shard": shard, "shards": shards} if shards > 1 else {}), "files": [str(p) for p in written], "records": records})
+    write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": time_grid, "n_samples": n_samples, **({"shard": shard, "shards": shards} if shards > 1 else {}), "files": [str(p) for p in written], "records": records})
     return written
 
 

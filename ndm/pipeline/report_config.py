@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ndm.model.specs import model_name_problem
-from ndm.names import SAMPLERS
+from ndm.names import sampler_problem
 from ndm.pipeline.errors import ConfigError
 
 
@@ -68,8 +68,8 @@ def resolve_report_config(config: dict) -> ReportConfig:
         if (problem := model_name_problem(name)) is not None:
             raise ConfigError(f"report: {problem}")
     for name in roles.sampler_names():
-        if name not in SAMPLERS:
-            raise ConfigError(f"report: unknown sampler {name!r}; choose one of {tuple(SAMPLERS)}")
+        if (problem := sampler_problem(name)) is not None:
+            raise ConfigError(f"report: {problem}")
     return roles
 
 

@@ -47,10 +47,8 @@ def describe(rows: pd.DataFrame, baseline: str) -> str:
     if all(x == BETTER for x in v):
         return f"NDM better than {base} at every NFE tested ({_nfes(rows)}): by {_by(first)} at NFE {int(first['nfe'])}, by {_by(last)} at NFE {int(last['nfe'])}."
     if all(x == ONE_SEED for x in v):
-        return (
-            f"not judged (one seed: the 95% intervals are within-run noise, without training variance); NDM − {base} "
-            f"{_pm(first)} at NFE {int(first['nfe'])}, {_pm(last)} at NFE {int(last['nfe'])}."
-        )
+        span = f"{_pm(first)} at NFE {int(first['nfe'])}" + (f", {_pm(last)} at NFE {int(last['nfe'])}" if len(rows) > 1 else "")
+        return f"not judged (one seed: the 95% intervals are within-run noise, without training variance); NDM − {base} {span}."
     if all(x in (TIE, UNKNOWN) for x in v):
         what = "no significant difference" if TIE in v else "no standard error to judge"
         return f"no advantage at any NFE ({what}; NFE {_nfes(rows)}; NDM − {base} from {_pm(first)} to {_pm(last)})."
