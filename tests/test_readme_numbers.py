@@ -6,6 +6,7 @@ README prints it, so an edited table or a stale sentence fails here.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -57,3 +58,20 @@ def test_what_f_learns_numbers_come_from_f_learning_csv():
     unet = sweep.loc["ndm@unet"]
     assert unet["seeds"] == 3 and f"NDM - vdm-fixed = {_interval(unet)}, p_holm {unet['p_holm']:.3f}" in PROTOCOL
     assert f"(NELBO {unet['nelbo_bpd']:.3f} against {unet['control_nelbo_bpd']:.3f})" in PROTOCOL
+
+
+def test_default_run_time_numbers_come_from_the_committed_report():
+    """README's job seconds of the default run are the committed report's Run time line (which the
+    report compiles from the run's Snakemake benchmark files)."""
+    readme = (REPO / "README.md").read_text()
+    report = (REPO / "reports" / "README.md").read_text()
+    line = report[report.index("## Run time") :].splitlines()[2]
+    total = re.search(r"Snakemake benchmarks, (\d+) s in all", line).group(1)
+    per_rule = {rule: int(s) for rule, s in re.findall(r"(\w+) (\d+) s \(\d+ jobs?\)", line)}
+    claimed = re.search(r"(\d+) jobs, (\d+) job seconds: train\s+(\d+), sampling and Frechet distances (\d+), likelihood (\d+), "
+                        r"reference statistics (\d+) \((\d+) of them the\s+Inception references\), compression (\d+)", readme)
+    assert claimed, "README's default-run sentence changed shape"
+    _jobs, secs, train, sampling, lik, refs, inception, comp = map(int, claimed.groups())
+    assert secs == int(total) and train == per_rule["train"] and sampling == per_rule["sample_grid"]
+    assert lik == per_rule["evaluate_likelihood"] and refs == per_rule["reference_stats"] and comp == per_rule["evaluate_compression"]
+    assert inception < refs
