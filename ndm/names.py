@@ -244,8 +244,10 @@ FILE_DATASETS = NameView(DATASET_SPECS, lambda s: s.file_backed)
 # ------------------------------------------------------------------ the rest
 
 # Feature spaces of the Frechet distances (docs/fid.md): a classifier trained in the DAG,
-# Inception through torch-fidelity or clean-fid, and the data space itself (vectors only).
-FEATURE_SPACES: tuple[str, ...] = ("classifier", "inception", "clean", "data")
+# Inception through torch-fidelity or clean-fid, and the data space itself (vectors only); and
+# "energy": the energy distance to fresh exact samples and the mass off the data's support, for
+# data whose generator is known (toy2d; ndm/metrics/distributional.py).
+FEATURE_SPACES: tuple[str, ...] = ("classifier", "inception", "clean", "data", "energy")
 
 # How sampling jobs are split: one per (model, sampler) or one per model.
 SampleJobs = Literal["per_sampler", "per_model"]

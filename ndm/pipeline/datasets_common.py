@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,10 @@ class Dataset:
     test_labels: Tensor | None = None
     moments: tuple[Tensor, Tensor] | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    # Generated data: fresh exact samples (n, generator) -> (n, D) float64, and the fraction of
+    # points off the data's support, for the metrics that see more than two moments.
+    exact_sampler: Callable[[int, torch.Generator], Tensor] | None = None
+    offsupport: Callable[[Any], float] | None = None
 
     @property
     def event_shape(self) -> tuple[int, ...]:

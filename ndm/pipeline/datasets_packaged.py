@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +33,17 @@ def sample_checkerboard(n: int, generator: torch.Generator, cells: int = 4, half
     pick = torch.randint(len(black), (n,), generator=generator)
     u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
     return -half_width + (black[pick] + u) * side
+
+
+def checkerboard_offsupport(x: np.ndarray, cells: int, half_width: float) -> float:
+    """Fraction of points off the black cells (i + j even) of toy2d's board on [-w, w]^2,
+    outside the board included; 0 for the data."""
+    x = np.asarray(x, np.float64)
+    side = 2.0 * half_width / cells
+    ij = np.floor((x + half_width) / side)
+    inside = np.all((ij >= 0) & (ij < cells), axis=1)
+    black = (ij.sum(axis=1) % 2) == 0
+    return float(1.0 - np.mean(inside & black))
 
 
 def checkerboard_moments(cells: int = 4, half_width: float = 2.0) -> tuple[Tensor, Tensor]:
@@ -64,6 +76,8 @@ def load_toy2d(
         None,
         moments=checkerboard_moments(cells, half_width),
         info={"seed": seed, "n_train": n_train, "n_test": n_test, "cells": cells, "half_width": half_width},
+        exact_sampler=functools.partial(sample_checkerboard, cells=cells, half_width=half_width),
+        offsupport=functools.partial(checkerboard_offsupport, cells=cells, half_width=half_width),
     )
 
 
@@ -88,6 +102,7 @@ def load_gaussian(req: LoadRequest, *, dim: int = 8, n_train: int = 50_000, n_te
         None,
         moments=(spec.mean.clone(), spec.cov.clone()),
         info={"seed": seed, "dim": dim, "n_train": n_train, "n_test": n_test},
+        exact_sampler=spec.sample,
     )
 
 

@@ -12,6 +12,7 @@ the config hash and the provenance (git commit, package versions, device).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -256,6 +257,62 @@ def sample_grid(
 
 # The feature spaces of the Inception network (eval.fid.inception_subset applies to them).
 INCEPTION_SPACES = ("inception", "clean")
+# The space of the metrics against exact samples (ndm/metrics/distributional.py): no features,
+# its reference file holds the floor, and its scores come from the dataset's generator.
+ENERGY_SPACE = "energy"
+# Fresh exact samples per reference draw, as a multiple of eval.n_samples.
+ENERGY_REFERENCE_FACTOR = 4
+
+
+def _with_exact_sampler(ds, dataset: str):
+    if ds.exact_sampler is None:
+        raise ValueError(
+            f"feature space 'energy' needs data with a known generator (toy2d, gaussian); {dataset} ({ds.name}) has none: "
+            f"drop 'energy' from datasets.{dataset}.eval.fid.features"
+        )
+    return ds
+
+
+def energy_reference(ds, n_samples: int, out_path: str | Path, meta: dict) -> dict[str, Any]:
+    """The energy space's reference file: the floor (D^2 of n exact samples against m fresh ones)."""
+    from ndm.metrics.distributional import energy_floor
+
+    m = ENERGY_REFERENCE_FACTOR * n_samples
+    floor = energy_floor(ds.exact_sampler, n_samples, m)
+    arrays = dict(kind="energy", floor_mean=floor.mean, floor_std=floor.std, n=floor.n, m=floor.m, repeats=floor.repeats,
+                  meta=json.dumps(meta, sort_keys=True))  # fmt: skip
+    atomic_write(out_path, lambda f: np.savez(f, **arrays))
+    return {"feature": ENERGY_SPACE, "floor_mean": floor.mean, "floor_std": floor.std, "n": floor.n, "m": floor.m}
+
+
+class EnergyScorer:
+    """ed_data (energy distance to fresh exact samples, with its floor) and offsupport_mass of
+    sample sets of one dataset; the exact draws are made once per scorer."""
+
+    def __init__(self, ds, reference: str | Path, dataset: str):
+        from ndm.metrics.distributional import exact_draws
+
+        with np.load(reference, allow_pickle=False) as z:
+            self.m, self.floor = int(z["m"]), {"floor_mean": float(z["floor_mean"]), "floor_std": float(z["floor_std"]), "floor_n": int(z["n"])}
+        self.ds, self.dataset = ds, dataset
+        self.draws = exact_draws(ds.exact_sampler, self.m)
+
+    def __call__(self, samples: Tensor) -> dict[str, dict[str, Any]]:
+        return energy_scores(samples, self.ds, self.draws, self.floor, self.dataset)
+
+
+def energy_scores(samples: Tensor, ds, draws, floor: dict[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
+    from ndm.metrics.distributional import ENERGY_METRIC, OFFSUPPORT_METRIC, energy_to_exact
+
+    x = samples.double().numpy().reshape(len(samples), -1)
+    value, se = energy_to_exact(x, draws)
+    out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se, "stderr_method": f"over {len(draws.points)} fresh exact draws",
+                           "n_samples": len(x), "n_reference": draws.m, "feature_extractor": f"exact-sampler/{dataset}", **floor}}  # fmt: skip
+    if ds.offsupport is not None:
+        p = ds.offsupport(x)
+        out[OFFSUPPORT_METRIC] = {"metric": OFFSUPPORT_METRIC, "value": p, "stderr": math.sqrt(p * (1 - p) / len(x)), "stderr_method": "binomial",
+                                  "n_samples": len(x), "feature_extractor": f"support/{dataset}", "floor_mean": 0.0}  # fmt: skip
+    return out
 
 
 def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier_path: str | Path | None):
@@ -309,6 +366,8 @@ def reference_stats(
     ev = resolve_eval_config(config, dataset)
     ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
     meta = {"dataset": dataset, "split": "train", "feature": feature}
+    if feature == ENERGY_SPACE:
+        return energy_reference(_with_exact_sampler(ds, dataset), ev.n_samples, out_path, meta)
     if feature == "data" and ds.moments is not None:
         stats = metrics.exact_reference_stats(ds.moments, meta)
     else:
@@ -347,7 +406,15 @@ def evaluate_samples(
     if extractors is None:
         extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)
     skipped = {name: reason for name, path in reference_files.items() if (reason := metrics.skipped_reason(path))}
-    refs = {name: metrics.load_stats(path) for name, path in reference_files.items() if name not in skipped}
+    refs = {name: metrics.load_stats(path) for name, path in reference_files.items() if name not in skipped and name != ENERGY_SPACE}
+    exact = None
+    if ENERGY_SPACE in reference_files:
+        from ndm.pipeline.config import resolve_run_config
+        from ndm.pipeline.data import load_dataset
+
+        run = resolve_run_config(config, dataset, "ddpm", 0)
+        ds = _with_exact_sampler(load_dataset(run.data.name, root=run.data.root, download=False, seed=0, **run.data.options), dataset)
+        exact = EnergyScorer(ds, reference_files[ENERGY_SPACE], dataset)
     ev = resolve_eval_config(config, dataset)
     subset = ev.fid.inception_subset
     results = []
@@ -373,6 +440,8 @@ def evaluate_samples(
                 scored = samples if subset.samples is None else samples[: subset.samples]
             res = metrics.frechet_to_reference(scored, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
             entry["metrics"][res.metric] = res.to_dict()
+        if exact is not None:
+            entry["metrics"].update(exact(samples))
         results.append(entry)
     weights = {name: ex.provenance() for name, ex in extractors.items() if hasattr(ex, "provenance")}
     payload = {**(first or {}), "dataset": dataset, "results": results, **({"skipped": skipped} if skipped else {}),
@@ -389,7 +458,8 @@ def sample_feature_extractors(
     from ndm import metrics
 
     ev = resolve_eval_config(config, dataset)
-    return {name: feature_extractor(name, dataset, ev, classifier_path) for name, path in reference_files.items() if metrics.skipped_reason(path) is None}
+    return {name: feature_extractor(name, dataset, ev, classifier_path) for name, path in reference_files.items()
+            if name != ENERGY_SPACE and metrics.skipped_reason(path) is None}  # fmt: skip
 
 
 # ------------------------------------------------------------------ misc

@@ -54,6 +54,9 @@ class Results:
     # (dataset, feature space) -> where its network's weights came from and what vouches for
     # them (the fid JSONs' `feature_weights`: official file, or the published values reproduced).
     fd_weights: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (dataset, metric) -> what exact samples score (floor_mean, floor_std, floor_n) for the
+    # metrics against exact samples (ed_data, offsupport_mass; ndm/metrics/distributional.py).
+    fd_floors: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -217,6 +220,7 @@ def collect(config: dict, results: str | Path) -> Results:
     ode_skipped: dict[RunKey, str] = {}
     fd_skipped: dict[tuple[str, str], str] = {}
     fd_weights: dict[tuple[str, str], dict[str, Any]] = {}
+    fd_floors: dict[tuple[str, str], dict[str, Any]] = {}
     runs = config_runs(config)
     for d in datasets:
         info = read_json(root / d / "data.json", unreadable)
@@ -244,6 +248,9 @@ def collect(config: dict, results: str | Path) -> Results:
                             fd += _fd_rows(f, key, sampler)
                             fd_skipped.update({(d, str(feature)): str(why) for feature, why in (f.get("skipped") or {}).items()})
                             fd_weights.update({(d, str(feature)): w for feature, w in (f.get("feature_weights") or {}).items()})
+                            fd_floors.update({(d, name): {k: m[k] for k in ("floor_mean", "floor_std", "floor_n") if k in m}
+                                              for entry in f.get("results") or [] for name, m in (entry.get("metrics") or {}).items()
+                                              if "floor_mean" in m})  # fmt: skip
                         except (KeyError, TypeError, ValueError):
                             unreadable.append(str(run / "fid" / f"{sampler}.json"))
     missing = [str(p) for p in expected_files(config, root) if not p.exists()]
@@ -260,6 +267,7 @@ def collect(config: dict, results: str | Path) -> Results:
         ode_skipped=ode_skipped,
         fd_skipped=fd_skipped,
         fd_weights=fd_weights,
+        fd_floors=fd_floors,
         missing=missing,
         unreadable=sorted(set(unreadable)),
         ignored=_ignored_runs(root, runs),

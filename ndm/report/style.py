@@ -46,6 +46,8 @@ VARIANT_MARKERS: dict[str, str] = dict(zip(VARIANT_ORDER, markers(len(VARIANT_OR
 METRIC_LABELS: dict[str, str] = {
     "fd_classifier": "FD in classifier features (not FID)",
     "fd_data": "Frechet distance in data space",
+    "ed_data": "energy distance to exact samples",
+    "offsupport_mass": "mass off the data's support",
     "fid_inception_tf": "FID (Inception, torch-fidelity)",
     "fid_clean": "FID (Inception, clean-fid)",
 }

@@ -21,7 +21,7 @@ from ndm.report.published import FID_COMPARABLE, cite, lookup
 from ndm.report.roles import roles
 from ndm.report.table_format import Table, fmt_diff, fmt_num, fmt_pm
 
-FEATURE_METRIC = {"classifier": "fd_classifier", "inception": "fid_inception_tf", "clean": "fid_clean", "data": "fd_data"}
+FEATURE_METRIC = {"classifier": "fd_classifier", "inception": "fid_inception_tf", "clean": "fid_clean", "data": "fd_data", "energy": "ed_data"}
 
 LIKELIHOOD_TABLE_COLUMNS = [
     "dataset", "variant", "status", "seeds", "units", "nelbo_bpd", "nelbo_se", "se_source",
@@ -261,6 +261,15 @@ def _sort_key(res: Results):
 # ------------------------------------------------------- FID (paper setting)
 
 
+def floor_notes(res: Results) -> list[str]:
+    """What exact samples of the data score on each metric that has a floor (a model cannot beat it)."""
+    notes = []
+    for (d, metric), f in sorted(res.fd_floors.items()):
+        spread = f" ± {fmt_num(f['floor_std'])} (sd over exact draws of {int(f['floor_n'])} samples)" if f.get("floor_std") is not None and "floor_n" in f else ""
+        notes.append(f"{d}, {metric}: floor {fmt_num(f['floor_mean'])}{spread}: what exact samples of the data score.")
+    return notes
+
+
 def weights_label(provenance: dict) -> str:
     """What vouches for the Inception weights behind a FID (docs/fid.md)."""
     if provenance.get("official_weights"):
@@ -403,6 +412,7 @@ def few_step_table(res: Results) -> Table:
         "NELBO at T = steps is the bound of the T-step ancestral sampler's model (ancestral rows only).",
         "Metric names say the feature space (fd_classifier and fd_data are not FID). Each cell: mean ± standard error.",
         "A metric scored at one setting only (the default's Inception FID, eval.fid.inception_subset) is in the fid table.",
+        *floor_notes(res),
     ]
     return Table("few_step", data, display, "Few-step study: Frechet distance (and the T-step NELBO) versus NFE", notes)
 
