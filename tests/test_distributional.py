@@ -81,7 +81,7 @@ def test_pipeline_writes_energy_scores_with_their_floor_and_the_report_prints_it
     assert by_steps[5]["offsupport_mass"]["value"] == 0.0 and by_steps[2]["offsupport_mass"]["value"] > 0.2
     assert by_steps[2]["ed_data"]["value"] > by_steps[5]["ed_data"]["value"] + 10 * by_steps[5]["ed_data"]["floor_std"]
     notes = " ".join(few_step_table(collect(config, tmp_path / "results")).notes)
-    assert "toy2d, ed_data: floor" in notes and "exact draws of 200 samples" in notes
+    assert "toy2d, ed_data: floor" in notes and "(8 exact draws of 200 samples)" in notes and "toy2d, fd_data: floor" in notes
 
 
 def test_energy_on_data_without_a_generator_says_how_to_fix_it(tmp_path):
@@ -91,3 +91,27 @@ def test_energy_on_data_without_a_generator_says_how_to_fix_it(tmp_path):
     with pytest.raises(ValueError, match="needs data with a known generator .* drop 'energy' from datasets.digits.eval.fid.features"):
         reference_stats(config, "digits", "energy", tmp_path / "ref_energy.npz")
     assert not (tmp_path / "ref_energy.npz").exists()
+
+
+def test_floor_without_a_generator_is_the_test_split_and_with_one_exact_draws():
+    """data_floor: held-out test examples where the generator is unknown (digits), exact draws
+    where it is known (toy2d: mean and sd over draws, about 0.01 at 200 samples in data space)."""
+    from ndm.metrics.frechet import DataSpaceFeatures, exact_reference_stats, feature_stats, frechet_from_features
+    from ndm.pipeline.data import load_dataset
+    from ndm.pipeline.evaluate import data_floor
+
+    class Flat:
+        id, metric = "flat", "fd_flat"
+
+        def __call__(self, x):
+            return x.reshape(len(x), -1).double().numpy()
+
+    digits = load_dataset("digits", seed=0)
+    ref = feature_stats(Flat()(digits.train), "flat")
+    floor = data_floor(digits, Flat(), ref, 100)
+    assert floor["source"] == "test split" and floor["n"] == 100 and floor["std"] is None
+    shifted = frechet_from_features(Flat()(digits.test[:100].double() + 1.0), ref, "fd_flat").value
+    assert 0 < floor["mean"] < shifted
+    toy = load_dataset("toy2d", seed=0, n_train=500, n_test=100)
+    exact = data_floor(toy, DataSpaceFeatures(), exact_reference_stats(toy.moments), 200)
+    assert exact["source"] == "8 exact draws" and 0 < exact["mean"] < 0.1 and exact["std"] > 0

@@ -12,6 +12,7 @@ the config hash and the provenance (git commit, package versions, device).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -293,7 +294,8 @@ class EnergyScorer:
         from ndm.metrics.distributional import exact_draws
 
         with np.load(reference, allow_pickle=False) as z:
-            self.m, self.floor = int(z["m"]), {"floor_mean": float(z["floor_mean"]), "floor_std": float(z["floor_std"]), "floor_n": int(z["n"])}
+            self.m = int(z["m"])
+            self.floor = {"floor_mean": float(z["floor_mean"]), "floor_std": float(z["floor_std"]), "floor_n": int(z["n"]), "floor_source": f"{int(z['repeats'])} exact draws"}
         self.ds, self.dataset = ds, dataset
         self.draws = exact_draws(ds.exact_sampler, self.m)
 
@@ -370,6 +372,7 @@ def reference_stats(
         return energy_reference(_with_exact_sampler(ds, dataset), ev.n_samples, out_path, meta)
     if feature == "data" and ds.moments is not None:
         stats = metrics.exact_reference_stats(ds.moments, meta)
+        extractor = metrics.DataSpaceFeatures()
     else:
         try:
             extractor = feature_extractor(feature, dataset, ev, classifier_path)
@@ -382,8 +385,27 @@ def reference_stats(
         n_ref = ev.fid.inception_subset.reference if feature in INCEPTION_SPACES and ev.fid.inception_subset.reference else ev.fid.n_reference
         ref = ds.train if n_ref is None else ds.train[:n_ref]
         stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
+    n_floor = ev.fid.inception_subset.samples if feature in INCEPTION_SPACES and ev.fid.inception_subset.samples else ev.n_samples
+    floor = data_floor(ds, extractor, stats, n_floor)
+    stats = dataclasses.replace(stats, meta={**stats.meta, "floor": floor})
     metrics.save_stats(out_path, stats)
-    return {"feature": feature, "extractor": stats.extractor, "n": stats.n, "dim": stats.dim}
+    return {"feature": feature, "extractor": stats.extractor, "n": stats.n, "dim": stats.dim, "floor": floor}
+
+
+def data_floor(ds, extractor, reference, n: int, draws: int = 8) -> dict[str, Any]:
+    """What data score against the reference at the sample size of a model: the Frechet distance
+    of n exact samples (over `draws` draws: mean and sd) where the generator is known, else of the
+    first n test examples (one value: "test vs train in the same features")."""
+    from ndm import metrics
+
+    def fd(x) -> float:
+        return metrics.frechet_from_features(extractor(x), reference, extractor.metric).value
+
+    if ds.exact_sampler is not None:
+        values = [fd(ds.exact_sampler(n, torch.Generator().manual_seed(3_000_017 + k)).to(ds.train.dtype)) for k in range(draws)]
+        return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": n, "source": f"{draws} exact draws"}
+    n = min(n, len(ds.test))
+    return {"mean": fd(ds.test[:n]), "std": None, "n": n, "source": "test split"}
 
 
 def evaluate_samples(
@@ -439,7 +461,8 @@ def evaluate_samples(
                     continue
                 scored = samples if subset.samples is None else samples[: subset.samples]
             res = metrics.frechet_to_reference(scored, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
-            entry["metrics"][res.metric] = res.to_dict()
+            floor = refs[name].meta.get("floor")  # reference files written before floors existed have none
+            entry["metrics"][res.metric] = {**res.to_dict(), **({"floor_mean": floor["mean"], "floor_std": floor["std"], "floor_n": floor["n"], "floor_source": floor["source"]} if floor else {})}
         if exact is not None:
             entry["metrics"].update(exact(samples))
         results.append(entry)

@@ -248,7 +248,7 @@ def collect(config: dict, results: str | Path) -> Results:
                             fd += _fd_rows(f, key, sampler)
                             fd_skipped.update({(d, str(feature)): str(why) for feature, why in (f.get("skipped") or {}).items()})
                             fd_weights.update({(d, str(feature)): w for feature, w in (f.get("feature_weights") or {}).items()})
-                            fd_floors.update({(d, name): {k: m[k] for k in ("floor_mean", "floor_std", "floor_n") if k in m}
+                            fd_floors.update({(d, name): {k: m[k] for k in ("floor_mean", "floor_std", "floor_n", "floor_source") if k in m}
                                               for entry in f.get("results") or [] for name, m in (entry.get("metrics") or {}).items()
                                               if "floor_mean" in m})  # fmt: skip
                         except (KeyError, TypeError, ValueError):

@@ -265,8 +265,9 @@ def floor_notes(res: Results) -> list[str]:
     """What exact samples of the data score on each metric that has a floor (a model cannot beat it)."""
     notes = []
     for (d, metric), f in sorted(res.fd_floors.items()):
-        spread = f" ± {fmt_num(f['floor_std'])} (sd over exact draws of {int(f['floor_n'])} samples)" if f.get("floor_std") is not None and "floor_n" in f else ""
-        notes.append(f"{d}, {metric}: floor {fmt_num(f['floor_mean'])}{spread}: what exact samples of the data score.")
+        spread = f" ± {fmt_num(f['floor_std'])} (sd)" if f.get("floor_std") is not None else ""
+        source = f"{f.get('floor_source', 'data')} of {int(f['floor_n'])} samples" if "floor_n" in f else f.get("floor_source", "data")
+        notes.append(f"{d}, {metric}: floor {fmt_num(f['floor_mean'])}{spread}, what data score ({source}): no model can be expected below it.")
     return notes
 
 
