@@ -253,7 +253,8 @@ def test_default_dry_run_samples_once_per_model(tmp_path):
     assert counts["sample_grid"] == sum(n_models.values()) and "evaluate_samples" not in counts
     assert "--sampler ancestral ddim ode-heun sde-em" in out
     assert "--dataset digits --fid-out results/default/digits/ddpm/seed0/fid/ancestral.json" in out
-    assert "--ref classifier=results/default/digits/ref_classifier.npz --classifier results/default/digits/classifier.pt" in out
+    assert ("--ref classifier=results/default/digits/ref_classifier.npz inception=results/default/digits/ref_inception.npz "
+            "--classifier results/default/digits/classifier.pt") in out
     assert default["tracking_mode"] == "deferred" and counts["sync_tracking"] == 1  # one MLflow push at the end
     assert "tracking-sync --under results/default --summary" in out
 

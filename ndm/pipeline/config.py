@@ -288,8 +288,22 @@ def run_seeds(config: dict, dataset: str, variant: str) -> list[int]:
 DECIMAL_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
+def check_literals(obj: Any, where: str) -> None:
+    """Every Literal field of a config dataclass (and of those inside it) holds one of its values:
+    the parser checks a config's text, this a config built in code (tests, scripts)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            check_literals(value, f"{where}.{f.name}")
+        elif typing.get_origin(tp) is Literal and not _type_ok(value, tp):
+            raise ConfigError(_wrong_value(f"{where}.{f.name}", value, tp))
+
+
 def validate_values(run: Any, where: str) -> None:
-    """Range checks that a type check cannot express."""
+    """The closed sets (check_literals) and the range checks that a type cannot express."""
+    check_literals(run.train, f"{where}.train")
+    check_literals(run.model, f"{where}.model")
     t, m = run.train, run.model
     checks = [
         (t.steps >= 1, f"{where}.train.steps must be >= 1, got {t.steps}"),
