@@ -246,7 +246,7 @@ FILE_DATASETS = NameView(DATASET_SPECS, lambda s: s.file_backed)
 # Feature spaces of the Frechet distances (docs/fid.md): a classifier trained in the DAG,
 # Inception through torch-fidelity or clean-fid, and the data space itself (vectors only); and
 # "energy": the energy distance to fresh exact samples and the mass off the data's support, for
-# data whose generator is known (toy2d; ndm/metrics/distributional.py).
+# data whose generator is known and fixed (toy2d; ndm/metrics/distributional.py).
 FEATURE_SPACES: tuple[str, ...] = ("classifier", "inception", "clean", "data", "energy")
 
 # How sampling jobs are split: one per (model, sampler) or one per model.

@@ -120,3 +120,25 @@ def test_fid_results_carry_the_verification_into_the_report(weights, tmp_path, m
     notes = " ".join(fid_table(collect(config, tmp_path / "results"), config, None, {"digits": "digits"}).notes)
     assert "Inception FID (weights verified against published values" in notes and "15.1700" in notes
     assert "digits: its Inception FID is not comparable with the papers' (images of 8x8 pixels upsampled to 299, 12 samples)" in notes
+
+
+def test_an_unverified_converted_file_is_not_used(weights, tmp_path, monkeypatch):
+    """find_inception_weights falls back to the converted network only with a passing record."""
+    import shutil
+
+    from ndm.metrics.inception import InceptionWeightsNotFound, find_inception_weights
+
+    monkeypatch.delenv("NDM_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_hub"))
+    monkeypatch.setenv("NDM_CACHE_DIR", str(tmp_path / "cache"))
+    target = converted_weights_path()
+    target.parent.mkdir(parents=True)
+    shutil.copy(weights, target)
+    with pytest.raises(InceptionWeightsNotFound, match="used only once verified"):
+        find_inception_weights()  # converted, no record (an interrupted `ndm fid-weights`)
+    record = json.loads((weights.parent / (weights.name + ".verification.json")).read_text())
+    (target.parent / (target.name + ".verification.json")).write_text(json.dumps({**record, "verified": False}))
+    with pytest.raises(InceptionWeightsNotFound):
+        find_inception_weights()  # a failed verification
+    (target.parent / (target.name + ".verification.json")).write_text(json.dumps(record))
+    assert find_inception_weights() == target

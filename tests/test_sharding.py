@@ -197,3 +197,10 @@ def test_a_sampler_on_its_own_grid(sharded, tmp_path):
 
     net, _ = load_trained_model(model)
     assert expected_nfe(net, "ancestral@edm", 7) == expected_nfe(net, "ancestral", 7)
+
+
+def test_sampler_settings_refuse_a_grid_suffix():
+    from ndm.estimators.sampling import SamplerSettings
+
+    with pytest.raises(ValueError, match=r"SamplerSettings\('edm-heun', steps, time_grid='edm'\)"):
+        SamplerSettings("edm-heun@edm", 10)

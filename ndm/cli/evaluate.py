@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ndm.cli.registry import command, recorder, required_args, tracking_args
+from ndm.names import FEATURE_SPACES
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -105,7 +106,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 def _stats_args(p: argparse.ArgumentParser) -> None:
     _common(p)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--feature", required=True, choices=["classifier", "inception", "clean", "data"])
+    p.add_argument("--feature", required=True, choices=FEATURE_SPACES)
     p.add_argument("--classifier", default=None, help="classifier.pt (feature 'classifier')")
     p.add_argument("--out", required=True, help="reference statistics .npz")
 

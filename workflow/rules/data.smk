@@ -55,7 +55,7 @@ rule reference_stats:
         ndm=NDM,
         classifier=lambda wc: f"--classifier {RESULTS}/{wc.dataset}/classifier.pt" if wc.feature == "classifier" else "",
     wildcard_constraints:
-        feature="classifier|inception|clean|data",
+        feature="|".join(FEATURE_SPACES),
     benchmark:
         f"{RESULTS}/benchmarks/reference_stats/{{dataset}}_{{feature}}.tsv"
     log:
