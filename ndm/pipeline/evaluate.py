@@ -331,6 +331,8 @@ def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier
         return metrics.CleanFIDInception(ev.fid.inception_weights)
     if name == "data":
         return metrics.DataSpaceFeatures()
+    if name == ENERGY_SPACE:
+        raise ValueError("feature space 'energy' has no feature network: its scores come from the dataset's generator (EnergyScorer)")
     raise ValueError(f"unknown feature space {name!r}")
 
 
