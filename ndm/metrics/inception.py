@@ -44,6 +44,7 @@ __all__ = [
     "find_inception_weights",
     "inception_pool3",
     "load_inception",
+    "record_path",
     "save_random_inception_weights",
     "state_dict_digest",
     "verification_record",
@@ -132,10 +133,15 @@ def file_sha256(path: str | Path) -> str:
     return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
+def record_path(weights: str | Path) -> Path:
+    """Where `ndm fid-weights` writes the verification of a weights file: beside it."""
+    return Path(str(weights) + RECORD_SUFFIX)
+
+
 def verification_record(weights: str | Path) -> dict[str, Any] | None:
     """The verification `ndm fid-weights` wrote beside a weights file (the published values it
     reproduced), if it is about this very file (same sha256); else None."""
-    record = Path(str(weights) + RECORD_SUFFIX)
+    record = record_path(weights)
     if not record.is_file():
         return None
     data = json.loads(record.read_text())

