@@ -149,6 +149,10 @@ class EvalConfig:
     ode: OdeConfig = field(default_factory=OdeConfig)
     samplers: list[str] = field(default_factory=lambda: ["ancestral", "ddim", "ode-heun"])
     sample_steps: list[int] = field(default_factory=lambda: [5, 10, 25, 100])
+    # Skip a step count whose x_hat evaluations per sample (a Heun step costs two) exceed this:
+    # the study's NFE range ends at 20, where Heun's 20 steps (NFE 40) would only add cost.
+    # None: every step count. The paper setting is always sampled.
+    max_sample_nfe: int | None = None
     # Grid of the fixed-step samplers: uniform-t | uniform-logsnr | edm (ndm/estimators/time_grids.py).
     time_grid: str = "uniform-t"
     n_samples: int = 256
@@ -180,6 +184,7 @@ def resolve_eval_config(config: dict, dataset: str) -> EvalConfig:
         (all(s >= 1 for s in ev.nelbo_steps), f"{where}.nelbo_steps must all be >= 1, got {ev.nelbo_steps}"),
         (all(s >= 1 for s in ev.sample_steps), f"{where}.sample_steps must all be >= 1, got {ev.sample_steps}"),
         (ev.n_samples >= 2, f"{where}.n_samples must be >= 2, got {ev.n_samples}"),
+        (ev.max_sample_nfe is None or ev.max_sample_nfe >= 1, f"{where}.max_sample_nfe must be >= 1 or null (every step count), got {ev.max_sample_nfe}"),
         (ev.ode.steps >= 1, f"{where}.ode.steps must be >= 1, got {ev.ode.steps}"),
         (ev.paper_setting.steps >= 1, f"{where}.paper_setting.steps must be >= 1"),
         (1 <= ev.sample_shards <= min(ev.n_samples, 1024), f"{where}.sample_shards must be between 1 and min(n_samples, 1024) (distinct noise streams, ndm/pipeline/shards.py), got {ev.sample_shards}"),
@@ -272,10 +277,16 @@ def run_seeds(config: dict, dataset: str, variant: str) -> list[int]:
     """The seeds one model of a dataset trains: every seed of the dataset, or only its first
     when the dataset lists `multi_seed_variants` and the model (its full name, "ndm@gauge") is
     not in that list. The listed models then pair across seeds for the report's verdicts and
-    the others cost one run each (the default's toy2d: docs/performance.md)."""
+    the others cost one run each (the default's toy2d: docs/performance.md).
+    `seed_counts: {vdm: 3}` gives a model its first n seeds: the study's primary models run 8
+    seeds for power while a secondary baseline runs 3."""
     seeds = dataset_seeds(config, dataset)
     section = (config.get("datasets") or {}).get(dataset) or {}
-    multi = section.get("multi_seed_variants") if isinstance(section, dict) else None
+    section = section if isinstance(section, dict) else {}
+    counts = section.get("seed_counts") or {}
+    if variant in counts:
+        return seeds[: int(counts[variant])]
+    multi = section.get("multi_seed_variants")
     return seeds if multi is None or variant in multi else seeds[:1]
 
 
@@ -461,7 +472,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if model_name_error(variant) is not None:
         raise ConfigError(f"variants: {model_name_error(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
-    for key in ("seeds", "multi_seed_variants"):  # which runs exist (run_seeds), not how one trains
+    for key in ("seeds", "multi_seed_variants", "seed_counts"):  # which runs exist (run_seeds), not how one trains
         section.pop(key, None)
     all_overrides = section.pop("variant_overrides", None) or {}
     for name, override in all_overrides.items():
@@ -479,7 +490,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
     unknown = sorted(set(section) - {"data", "model", "train"})
     if unknown:
-        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "multi_seed_variants", "variant_overrides"]))
+        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "multi_seed_variants", "seed_counts", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
     model_dict["variant"] = base
     # A data section without a name loads the dataset its section is named after.

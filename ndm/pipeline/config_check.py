@@ -125,6 +125,22 @@ def _check_multi_seed_variants(datasets: Mapping) -> None:
                 raise ConfigError(f"{key}: {model_name_error(v)}")
 
 
+def _check_seed_counts(datasets: Mapping, seeds: Any) -> None:
+    """datasets.<name>.seed_counts: model name -> n, 1 <= n <= the dataset's seeds (its first n)."""
+    for name, section in datasets.items():
+        if not isinstance(section, Mapping) or "seed_counts" not in section:
+            continue
+        key, counts = f"datasets.{name}.seed_counts", section["seed_counts"]
+        available = len(section.get("seeds") or seeds or [0])
+        if not isinstance(counts, Mapping):
+            raise ConfigError(f"{key} must map model names to seed counts, e.g. {{vdm: 3}}; got {counts!r}")
+        for model, n in counts.items():
+            if model_name_error(str(model)) is not None:
+                raise ConfigError(f"{key}: {model_name_error(str(model))}")
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= available:
+                raise ConfigError(f"{key}.{model} must be a whole number from 1 to the dataset's {available} seeds (its first n run); got {n!r}")
+
+
 def _check_variants(variants: Any) -> None:
     if not isinstance(variants, list) or not variants:
         raise ConfigError(f"variants must be a non-empty list of names, e.g. --config 'variants=[ddpm,ndm]'; got {variants!r}")
@@ -157,6 +173,7 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
         raise ConfigError(f"datasets must be a non-empty mapping of dataset sections; got {datasets!r}")
     _check_dataset_seeds(datasets)
     _check_multi_seed_variants(datasets)
+    _check_seed_counts(datasets, config["seeds"])
     resolve_report_config(dict(config))  # the report's roles: known model and sampler names
 
 

@@ -179,8 +179,10 @@ def _ode_nll(model: DiffusionModel, x: Tensor, ev: EvalConfig, gen: torch.Genera
 
 
 def sample_steps_for(ev: EvalConfig, sampler: str) -> list[int]:
-    """The step counts a sampler runs at: the grid, plus the paper setting for its sampler."""
-    steps = set(ev.sample_steps)
+    """The step counts a sampler runs at: the grid (without those over eval.max_sample_nfe
+    x_hat evaluations), plus the paper setting for its sampler."""
+    per_step = sampler_spec(sampler).x_hat_per_step
+    steps = {n for n in ev.sample_steps if ev.max_sample_nfe is None or n * per_step <= ev.max_sample_nfe}
     if sampler == ev.paper_setting.sampler:
         steps.add(ev.paper_setting.steps)
     return sorted(steps) if sampler_spec(sampler).fixed_step else [0]
