@@ -42,18 +42,19 @@ def test_likelihood_sentence_pairs_by_seed_with_the_across_seed_interval() -> No
     res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.14, 1.26, 1.2], "vdm": [1.1, 1.0, 1.05]})
     text = likelihood_sentence(likelihood_pairs_frame(res), "toy")
     d = np.array([-0.14, -0.16, -0.15])
-    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
-    assert f"-0.150 [{-0.15 - half:+.3f}, {-0.15 + half:+.3f}] vs ddpm (NDM better)" in text
+    # two comparisons: ddpm's p is the smaller, so its interval is at Holm's first level, 1 - 0.05 / 2
+    half = stats.t.ppf(0.5 + 0.975 / 2, 2) * d.std(ddof=1) / math.sqrt(3)
+    assert f"-0.150 [{-0.15 - half:+.3f}, {-0.15 + half:+.3f}] 97.5% vs ddpm (NDM better)" in text
     assert "vs vdm (not significant)" in text and "paired over 3 seeds" in text
     assert "judged together with the dataset's other test-NELBO comparisons (Holm" in text
 
 
 def test_likelihood_sentence_does_not_call_a_row_that_holm_does_not_keep() -> None:
     # ndm − ddpm: −0.1, −0.2, −0.15: its own interval excludes 0 (p = 0.036), but it is one of
-    # two comparisons (vdm's p = 1), and Holm doubles the smallest p: 0.072, not significant.
+    # two comparisons (vdm's p = 1), and Holm doubles the smallest p: 0.072, borderline (not a verdict).
     res = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2], "vdm": [1.1, 1.0, 1.05]})
     text = likelihood_sentence(likelihood_pairs_frame(res), "toy")
-    assert "vs ddpm (not significant)" in text and "NDM better" not in text
+    assert "vs ddpm (borderline)" in text and "NDM better" not in text
     alone = _results({"ndm": [1.0, 1.1, 1.05], "ddpm": [1.1, 1.3, 1.2]})
     assert "vs ddpm (NDM better)" in likelihood_sentence(likelihood_pairs_frame(alone), "toy")
 
@@ -103,7 +104,7 @@ def test_compute_sentence_reads_ndm_at_ddpm_s_budget_off_its_curve() -> None:
     text = compute_sentence(likelihood_pairs_frame(res), pd.DataFrame(), "toy")
     # at 400 GFLOPs: ndm 1.2 and 1.5 (step 200), ddpm 1.4 and 1.5 (step 400); d = −0.2, 0.0
     assert "(400.0 GFLOPs, the cheaper full run" in text and "1.350 against DDPM's 1.450" in text
-    assert "NDM − DDPM -0.100 [" in text and "over 2 seeds (not significant)" in text
+    assert "NDM − DDPM -0.100 [" in text and "over 2 seeds (two seeds: trend, not judged)" in text
 
 
 def test_compute_sentence_prefers_the_run_trained_for_the_budget() -> None:

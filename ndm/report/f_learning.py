@@ -26,7 +26,7 @@ from ndm.model.specs import TAG_SEPARATOR, base_variant, get_variant
 from ndm.pipeline.config import run_seeds
 from ndm.report.collect import read_json
 from ndm.report.table_format import Table, fmt_num, fmt_pm
-from ndm.report.verdicts import BETTER, TIE, WORSE, family_verdicts, interval, paired_difference  # noqa: F401 - TIE re-exported
+from ndm.report.verdicts import BETTER, TIE, WORSE, ci_label, interval, judge_family, paired_difference  # noqa: F401 - TIE re-exported
 
 CONTROL_VARIANT = "vdm-fixed"
 TIMES = (0.25, 0.5, 0.75)
@@ -111,7 +111,7 @@ COLUMNS = [
     "experiment", "dataset", "model", "control", "seeds",
     *[f"{k}_t{t:g}" for t in TIMES for k in ("input_rms", "ratio")],
     "offset_rms_t0.75", "input_rms_t1", "offset_rms_t1", "slope_t1", "predicted_slope_t1",
-    "nelbo_bpd", "nelbo_se", "control_nelbo_bpd", "diff_bpd", "diff_se", "ci_low", "ci_high", "p", "p_holm", "verdict",
+    "nelbo_bpd", "nelbo_se", "control_nelbo_bpd", "diff_bpd", "diff_se", "ci_level", "ci_low", "ci_high", "p", "p_holm", "verdict",
     "prior_diff_bpd", "diffusion_diff_bpd", "expected_gain_bpd", "marginal_bound_bpd",
 ]  # fmt: skip
 
@@ -127,9 +127,10 @@ def f_learning_frame(configs: dict[str, dict]) -> pd.DataFrame:
             family += _model_rows(config, experiment, dataset, gains)
         # Judged as every other comparison of the report (ndm.report.verdicts): paired by seed, Holm
         # within the family, one seed never judged; "ndm better / worse" said of F.
-        p, adjusted, verdicts = family_verdicts([r["diff_bpd"] for r in family], [r["diff_se"] for r in family], [r["seeds"] for r in family])
-        for r, pv, q, v in zip(family, p, adjusted, verdicts):
-            r.update(p=pv, p_holm=q, verdict={BETTER: IMPROVES, WORSE: HURTS}.get(v, v))
+        judged = judge_family([r["diff_bpd"] for r in family], [r["diff_se"] for r in family], [r["seeds"] for r in family])
+        for r, j in zip(family, judged):
+            r.update(p=j["p"], p_holm=j["p_holm"], ci_level=j["ci_level"], ci_low=j["ci_low"], ci_high=j["ci_high"],
+                     verdict={BETTER: IMPROVES, WORSE: HURTS}.get(j["verdict"], j["verdict"]))
         rows += family
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -145,8 +146,9 @@ def f_learning_table(frame: pd.DataFrame) -> Table:
         "ratio = input rms / (sigma_t / alpha_t), the noise scale at t; offset rms = rms of c. Mean over seeds.",
         "slope t=1: least-squares slope of F(x, 1) on x (1 for F = identity); predicted: tr(C_1 S) / tr(S) of the optimal "
         "linear F on a Gaussian with the data's covariance S (ndm.estimators.f_gain).",
-        "diff = model - control test NELBO (bits/dim), paired by seed; 95% interval t on seeds - 1 df; p_holm: Holm within "
-        "one experiment (the positive control, the sweep); a verdict needs p_holm < 0.05.",
+        "diff = model - control test NELBO (bits/dim), paired by seed; t on seeds - 1 df; p_holm: Holm within one experiment "
+        "(the positive control, the sweep); a verdict needs p_holm < 0.05 and 3 seeds; the interval is at the row's Holm level "
+        "(printed), so it excludes 0 exactly when F improves or hurts; borderline: p_holm in [0.05, 0.20).",
         "expected gain: what the optimal linear F wins over F = identity on a Gaussian with the data's covariance and the "
         "control's schedule (docs/math.md, What a learned F can win); bound: z_1's marginal mismatch KL(N(0, a1^2 S + s1^2 I) || N(0, I)).",
     ]
@@ -162,7 +164,7 @@ def f_learning_table(frame: pd.DataFrame) -> Table:
             "input rms t=1": frame["input_rms_t1"].map(fmt_num),
             "slope t=1 (predicted)": [f"{fmt_num(a)} ({fmt_num(b)})" for a, b in zip(frame["slope_t1"], frame["predicted_slope_t1"])],
             "NELBO": [fmt_pm(a, b) for a, b in zip(frame["nelbo_bpd"], frame["nelbo_se"])],
-            "model - control [95%]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" if not math.isnan(lo) else f"{d:+.3f}" for d, lo, hi in zip(frame["diff_bpd"], frame["ci_low"], frame["ci_high"])],
+            "model - control [interval, its level]": [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] {ci_label(c)}" if not math.isnan(lo) else f"{d:+.3f}" for d, lo, hi, c in zip(frame["diff_bpd"], frame["ci_low"], frame["ci_high"], frame["ci_level"])],
             "p_holm": frame["p_holm"].map(_fmt_p),
             "verdict": frame["verdict"],
             "expected gain (bound)": [f"{a:.3f} ({b:.3f})" if not math.isnan(a) else "" for a, b in zip(frame["expected_gain_bpd"], frame["marginal_bound_bpd"])],

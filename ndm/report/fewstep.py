@@ -33,6 +33,7 @@ from ndm.report.table_format import Table, fmt_diff, fmt_num
 from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocabulary of the few-step tables
     BEST,
     BETTER,
+    BORDERLINE,
     LEVEL,
     NELBO_METRIC,
     ONE_SEED,
@@ -40,9 +41,12 @@ from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocab
     SE_UNPAIRED,
     SE_WITHIN,
     TIE,
+    TREND,
     UNKNOWN,
     WORSE,
+    ci_label,
     family_verdicts,
+    judge_family,
     holm,
     interval,
     paired_difference,
@@ -53,7 +57,7 @@ from ndm.report.verdicts import (  # noqa: F401 - re-exported: the verdict vocab
 COMPARISON_COLUMNS = [
     "dataset", "baseline", "sampler", "metric", "steps", "nfe", "nfe_F_ndm",
     "ndm", "ndm_se", "baseline_value", "baseline_se", "diff", "diff_se", "n_seeds", "se_source",
-    "ci_low", "ci_high", "z", "p", "p_holm", "verdict",
+    "ci_level", "ci_low", "ci_high", "z", "p", "p_holm", "verdict",
 ]  # fmt: skip
 FAMILY = ["dataset", "baseline", "sampler", "metric"]  # one comparison across the NFE grid (Holm)
 SEED_COLUMNS = ["dataset", "variant", "seed", "sampler", "metric", "nfe", "value", "se"]
@@ -249,8 +253,9 @@ def comparison_table(
         data = data.sort_values(["dataset", "baseline", "metric", "sampler", "nfe"], kind="stable").reset_index(drop=True)
         data["verdict"] = data["verdict"].astype(object)
         for _, idx in data.groupby(FAMILY, sort=False).groups.items():
-            p, p_holm, verdicts = family_verdicts(data.loc[idx, "diff"].tolist(), data.loc[idx, "diff_se"].tolist(), data.loc[idx, "n_seeds"].tolist())
-            data.loc[idx, "p"], data.loc[idx, "p_holm"], data.loc[idx, "verdict"] = p, p_holm, verdicts
+            judged = pd.DataFrame(judge_family(data.loc[idx, "diff"].tolist(), data.loc[idx, "diff_se"].tolist(), data.loc[idx, "n_seeds"].tolist()), index=idx)
+            for column in ("p", "p_holm", "ci_level", "ci_low", "ci_high", "verdict"):
+                data.loc[idx, column] = judged[column]
     display = pd.DataFrame(
         {
             "dataset": data["dataset"],
@@ -258,9 +263,9 @@ def comparison_table(
             "sampler": data["sampler"],
             "metric": data["metric"],
             "NFE": [str(int(x)) for x in data["nfe"]],
-            "NDM − baseline ± se [95% CI]": [
-                f"{fmt_diff(d)}{f' ± {fmt_num(s)}' if not math.isnan(s) else ''} {_ci(lo, hi)}".rstrip()
-                for d, s, lo, hi in zip(data["diff"], data["diff_se"], data["ci_low"], data["ci_high"])
+            "NDM − baseline ± se [interval, its level]": [
+                f"{fmt_diff(d)}{f' ± {fmt_num(s)}' if not math.isnan(s) else ''} {_ci(lo, hi)}{f' {ci_label(c)}' if _ci(lo, hi) else ''}".rstrip()
+                for d, s, lo, hi, c in zip(data["diff"], data["diff_se"], data["ci_low"], data["ci_high"], data["ci_level"])
             ],
             "seeds": [f"{int(n)} ({src})" for n, src in zip(data["n_seeds"], data["se_source"])],
             "p (Holm)": ["" if math.isnan(q) else f"{q:.2g}" for q in data["p_holm"].astype(float)],
@@ -270,15 +275,14 @@ def comparison_table(
     notes = [
         "diff = NDM − baseline at the same sampler and step count; lower is better for every metric, so a negative diff favours NDM.",
         (
-            "With two or more seeds the difference is paired by seed (its standard error across seeds, a 95% t interval); "
-            "the verdict judges the NFEs of one comparison (dataset, baseline, sampler, metric) together: better or worse "
-            "when the row's Holm-adjusted p-value (p (Holm), family-wise error 5% over the comparison's NFEs) is below 0.05. "
-            "A row whose own 95% interval just excludes 0 can therefore read no significant difference: at 95% per row, "
-            "one comparison in four would show a chance verdict somewhere on a six-NFE grid, and such verdicts flip on a rerun."
+            "The difference is paired by seed (its standard error across seeds, a t on seeds − 1 degrees of freedom). The NFEs of one "
+            "comparison (dataset, baseline, sampler, metric) are judged together with Holm's step-down rule (family-wise error 5%): "
+            "each row's interval is at its own Holm level (printed beside it), so it excludes 0 exactly when the row is better or worse. "
+            "borderline: p (Holm) in [0.05, 0.20), between a verdict and no significant difference (docs/protocol.md)."
         ),
         (
-            "With one seed the interval is the within-run one (test-set and sample noise of a single training run): it ignores "
-            "training variance, so no variant is called better (verdict: one seed: not judged)."
+            "A verdict needs 3 seeds: with two the t has one degree of freedom (two seeds: trend, not judged); with one the interval "
+            "is the within-run one (test-set and sample noise of one training run), which ignores training variance (one seed: not judged)."
         ),
         "ndm and baseline_value are the means over the paired seeds; ndm_se and baseline_se are those of the few-step table.",
         "NFE counts x_hat evaluations: at equal NFE, NDM also pays for F (nfe_F_ndm), about twice the compute per step.",

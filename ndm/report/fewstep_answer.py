@@ -9,7 +9,7 @@ import pandas as pd
 
 from ndm.report.roles import roles
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import BETTER, NELBO_METRIC, ONE_SEED, TIE, UNKNOWN, WORSE
+from ndm.report.verdicts import BETTER, BORDERLINE, LEVEL, NELBO_METRIC, ONE_SEED, TIE, TREND, UNKNOWN, WORSE, ci_label
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -17,8 +17,13 @@ def _ci(lo: float, hi: float) -> str:
 
 
 def _pm(r: pd.Series) -> str:
-    """A difference with its 95% interval: '+1.2 [−0.3, +2.7]'."""
+    """A difference with its interval (at the row's Holm level): '+1.2 [−0.3, +2.7]'."""
     return f"{fmt_diff(r['diff'])} {_ci(r['ci_low'], r['ci_high'])}".rstrip()
+
+
+def _level(r: pd.Series) -> str:
+    level = r.get("ci_level", math.nan)
+    return ci_label(LEVEL if level is None or math.isnan(level) else level)
 
 
 def _by(r: pd.Series) -> str:
@@ -29,8 +34,8 @@ def _by(r: pd.Series) -> str:
         return size
     if lo > 0 or hi < 0:
         a, b = sorted((abs(lo), abs(hi)))
-        return f"{size} (95% CI {fmt_num(a)} to {fmt_num(b)})"
-    return f"{size} (95% CI of NDM − base {_ci(lo, hi)})"
+        return f"{size} ({_level(r)} CI {fmt_num(a)} to {fmt_num(b)})"
+    return f"{size} ({_level(r)} CI of NDM − base {_ci(lo, hi)})"
 
 
 def _nfes(rows: pd.DataFrame) -> str:
@@ -49,6 +54,9 @@ def describe(rows: pd.DataFrame, baseline: str) -> str:
     if all(x == ONE_SEED for x in v):
         span = f"{_pm(first)} at NFE {int(first['nfe'])}" + (f", {_pm(last)} at NFE {int(last['nfe'])}" if len(rows) > 1 else "")
         return f"not judged (one seed: the 95% intervals are within-run noise, without training variance); NDM − {base} {span}."
+    if all(x == TREND for x in v):
+        span = f"{_pm(first)} at NFE {int(first['nfe'])}" + (f", {_pm(last)} at NFE {int(last['nfe'])}" if len(rows) > 1 else "")
+        return f"a trend, not judged (two seeds: a t on one degree of freedom); NDM − {base} {span}."
     if all(x in (TIE, UNKNOWN) for x in v):
         what = "no significant difference" if TIE in v else "no standard error to judge"
         return f"no advantage at any NFE ({what}; NFE {_nfes(rows)}; NDM − {base} from {_pm(first)} to {_pm(last)})."
@@ -75,15 +83,17 @@ def describe(rows: pd.DataFrame, baseline: str) -> str:
         if not worse.empty:
             w = worse.iloc[0]
             parts.append(f"reverses at NFE = {int(w['nfe'])} ({base} better by {_by(w)})")
-        elif after.iloc[0]["verdict"] == ONE_SEED:
-            parts.append(f"not judged (one seed) at NFE = {_nfes(after[after['verdict'] == ONE_SEED])}")
+        elif after.iloc[0]["verdict"] in (ONE_SEED, TREND):
+            parts.append(f"not judged (fewer than 3 seeds) at NFE = {_nfes(after[after['verdict'].isin([ONE_SEED, TREND])])}")
         else:
             z = after.iloc[0]
-            parts.append(f"the advantage disappears at NFE = {int(z['nfe'])} ({_pm(z)}, not significant over the NFEs, Holm)")
+            state = "borderline" if z["verdict"] == BORDERLINE else "not significant"
+            parts.append(f"the advantage disappears at NFE = {int(z['nfe'])} ({_pm(z)}, {state} over the NFEs, Holm)")
         return "; ".join(parts) + "."
     # no contiguous advantage: each verdict with its NFEs, in the order of the smallest NFE
     groups = []
-    labels = ((BETTER, "NDM better"), (TIE, "no significant difference"), (UNKNOWN, "no standard error"), (ONE_SEED, "one seed, not judged"), (WORSE, f"{base} better"))
+    labels = ((BETTER, "NDM better"), (BORDERLINE, "borderline"), (TIE, "no significant difference"), (UNKNOWN, "no standard error"),
+              (ONE_SEED, "one seed, not judged"), (TREND, "two seeds, not judged"), (WORSE, f"{base} better"))
     for label, sel in labels:
         sub = rows[rows["verdict"] == label]
         if not sub.empty:
@@ -95,9 +105,12 @@ def _below(below: pd.DataFrame, base: str) -> list[str]:
     out = []
     worse = below[below["verdict"] == WORSE]
     tie = below[below["verdict"].isin([TIE, UNKNOWN])]
-    one = below[below["verdict"] == ONE_SEED]
+    one = below[below["verdict"].isin([ONE_SEED, TREND])]
+    border = below[below["verdict"] == BORDERLINE]
     if not tie.empty:
         out.append(f"no significant difference at NFE = {_nfes(tie)}")
+    if not border.empty:
+        out.append(f"borderline at NFE = {_nfes(border)}")
     if not one.empty:
         out.append(f"not judged (one seed) at NFE = {_nfes(one)}")
     if not worse.empty:
@@ -123,13 +136,13 @@ def answer(comparison: pd.DataFrame, datasets: list[str], baselines: tuple[str, 
                     if not rows.empty:
                         lines.append(f"vs {base}, {sampler}, {metric}: {describe(rows, base)}")
         judged = sub[sub["baseline"].isin(baselines)]
-        if lines and (judged["n_seeds"] < 2).any():
-            which = "every comparison rests" if (judged["n_seeds"] < 2).all() else "some comparisons rest"
+        if lines and (judged["n_seeds"] < 3).any():
+            which = "every comparison rests" if (judged["n_seeds"] < 3).all() else "some comparisons rest"
             lines.insert(
                 0,
-                f"One training seed: {which} on a single run per variant, whose error is sampling noise within that run and leaves out "
-                "training variance, so these differences cannot say which variant is better; two or more `seeds` in the config pair "
-                "the comparison by seed.",
+                f"Fewer than 3 training seeds: {which} on one or two runs per variant (one: an error that is sampling noise within "
+                "the run and leaves out training variance; two: a t on one degree of freedom), so these differences are trends and "
+                "cannot say which variant is better; three or more `seeds` in the config give verdicts.",
             )
         if lines:
             out[d] = lines

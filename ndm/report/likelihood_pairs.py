@@ -26,13 +26,13 @@ from ndm.report.roles import roles
 from ndm.report.collect import Results
 from ndm.report.study import test_curve, value_at
 from ndm.report.table_format import Table, fmt_diff, fmt_num
-from ndm.report.verdicts import BETTER, ONE_SEED, TIE, WORSE, family_verdicts, interval, paired_difference
+from ndm.report.verdicts import BETTER, ONE_SEED, TIE, WORSE, ci_label, interval, judge_family, paired_difference
 
 NELBO, NLL_ODE, NELBO_AT_FLOPS = "nelbo", "nll_ode", "nelbo_at_ddpm_flops"
 FAMILY = ["dataset", "estimator"]
 COLUMNS = [
     "dataset", "estimator", "model", "baseline", "n_seeds", "model_value", "baseline_value", "diff", "se", "se_source",
-    "ci_low", "ci_high", "p", "p_holm", "verdict", "budget_gflops",
+    "ci_level", "ci_low", "ci_high", "p", "p_holm", "verdict", "budget_gflops",
 ]  # fmt: skip
 
 SeedValues = dict[int, tuple[float, float]]  # seed -> (value, within-run se)
@@ -106,11 +106,13 @@ def likelihood_pairs_frame(res: Results) -> pd.DataFrame:
                              "baseline_value": mean_b, "diff": diff, "se": se, "se_source": source, "ci_low": lo, "ci_high": hi,
                              "budget_gflops": budget})  # fmt: skip
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    p, p_holm, verdicts = pd.Series(math.nan, index=frame.index), pd.Series(math.nan, index=frame.index), pd.Series("", index=frame.index, dtype=object)
+    frame["verdict"] = frame["verdict"].astype(object)
     for _, idx in frame.groupby(FAMILY, sort=False).groups.items():
         g = frame.loc[idx]
-        p[idx], p_holm[idx], verdicts[idx] = family_verdicts(g["diff"].tolist(), g["se"].tolist(), g["n_seeds"].astype(int).tolist())
-    return frame.assign(p=p, p_holm=p_holm, verdict=verdicts)
+        judged = pd.DataFrame(judge_family(g["diff"].tolist(), g["se"].tolist(), g["n_seeds"].astype(int).tolist()), index=idx)
+        for column in ("p", "p_holm", "ci_level", "ci_low", "ci_high", "verdict"):
+            frame.loc[idx, column] = judged[column]
+    return frame
 
 
 def pair_row(frame: pd.DataFrame, dataset: str, estimator: str, model: str, baseline: str) -> pd.Series | None:
@@ -123,7 +125,7 @@ def pair_row(frame: pd.DataFrame, dataset: str, estimator: str, model: str, base
 
 def ci_text(row: pd.Series) -> str:
     """' [lo, hi]' (empty without an interval)."""
-    return f" [{fmt_diff(row['ci_low'])}, {fmt_diff(row['ci_high'])}]" if np.isfinite(row["ci_low"]) else ""
+    return f" [{fmt_diff(row['ci_low'])}, {fmt_diff(row['ci_high'])}] {ci_label(row['ci_level'])}" if np.isfinite(row["ci_low"]) else ""
 
 
 def verdict_label(row: pd.Series, name_model: str, name_base: str) -> str:
@@ -145,7 +147,7 @@ def likelihood_pairs_table(res: Results) -> Table:
             "estimator": [f"{e} at {fmt_num(g)} GFLOPs" if e == NELBO_AT_FLOPS else e for e, g in zip(data["estimator"], data["budget_gflops"])],
             "model − baseline": [f"{m} − {b}" for m, b in zip(data["model"], data["baseline"])],
             "values (bits/dim)": [f"{fmt_num(a)} vs {fmt_num(b)}" for a, b in zip(data["model_value"], data["baseline_value"])],
-            "diff [95% CI]": [f"{fmt_diff(r['diff'])}{ci_text(r)}" for _, r in data.iterrows()],
+            "diff [interval, its level]": [f"{fmt_diff(r['diff'])}{ci_text(r)}" for _, r in data.iterrows()],
             "seeds": data["n_seeds"].astype(int).astype(str) if not data.empty else [],
             "p (Holm)": [f"{p:.2g} ({q:.2g})" if np.isfinite(p) else "" for p, q in zip(data["p"].astype(float), data["p_holm"].astype(float))],
             "verdict": [verdict_label(r, r["model"], r["baseline"]) for _, r in data.iterrows()],
@@ -154,8 +156,10 @@ def likelihood_pairs_table(res: Results) -> Table:
     notes = [
         "diff = model − baseline in bits/dim (lower is better), paired by training seed; the interval is a t interval across seeds.",
         "The rows of one dataset and estimator are judged together: Holm's step-down on the seed-paired t p-values, family-wise 5%. "
-        "A row is better or worse only when its Holm-adjusted p is below 0.05; its interval stays its own.",
-        "With one seed the interval is the within-run one, which ignores training variance, and no model is called better.",
+        "Each interval is at its row's Holm level (printed), so it excludes 0 exactly when the row is better or worse; "
+        "borderline: p (Holm) in [0.05, 0.20) (docs/protocol.md).",
+        "A verdict needs 3 seeds (two: a t on one degree of freedom, a trend); with one seed the interval is the within-run one, "
+        "which ignores training variance. Neither is judged.",
         f"{NELBO_AT_FLOPS}: each seed's test-NELBO curve read at the cheaper full run's training FLOPs (configs without {roles().compute_control}).",
     ]
     return Table("likelihood_pairs", data, display, "Paired test-likelihood comparisons (model − baseline, bits/dim)", notes)

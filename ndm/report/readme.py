@@ -19,8 +19,8 @@ TABLE_SENTENCES = {
     "fid": "the Frechet distance of each variant at the paper's sampling setting (eval.paper_setting), with the published FID where the feature space matches.",
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
-    "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its 95% interval, the seeds behind it and a verdict.",
-    "likelihood_pairs": "every paired test-likelihood comparison the README states (NDM against each baseline, ndm@compute against DDPM, ndm@gauge against NDM, the ODE NLL), with its 95% interval, p and Holm-adjusted p over the dataset's comparisons, and the verdict.",
+    "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its interval at the row's Holm level, the seeds behind it and a verdict (3 seeds needed; borderline: p_holm in [0.05, 0.20)).",
+    "likelihood_pairs": "every paired test-likelihood comparison the README states (NDM against each baseline, ndm@compute against DDPM, ndm@gauge against NDM, the ODE NLL), with its interval at the row's Holm level, p and Holm-adjusted p over the dataset's comparisons, and the verdict.",
     "gauge_comparison": "F in the reference gauge (ndm@gauge) minus the paper's F (ndm) at each NFE and for the T-step NELBO, paired by seed (empty when the config has no gauge-fixed copy).",
     "convergence": "each variant's final test NELBO (from the curve logged every train.eval_every steps) and what the last quarter of training still gained: whether the models compared have converged.",
     "matched_compute": "every variant's test NELBO at the same training FLOPs and the same training seconds (the cheapest full run's budget), read off its curve.",
@@ -135,7 +135,7 @@ def _summary_lines(res: Results, summary: dict[str, list[str]]) -> list[str]:
     lines = [
         "## The answer",
         "",
-        "Differences are NDM − baseline (lower is better) with their 95% interval [in brackets], paired by training seed; "
+        "Differences are NDM − baseline (lower is better) with their interval [in brackets] at the row's Holm level, paired by training seed; "
         "with one seed the interval is within-run noise, which leaves out training variance, and nothing is called better.",
         "",
     ]
@@ -176,7 +176,7 @@ def write_readme(
         "",
         "At which number of function evaluations (NFE) does NDM's advantage over DDPM and VDM disappear or reverse?",
         "Computed from [tables/few_step_comparison.csv](tables/few_step_comparison.csv): diff = NDM − baseline (lower is better), "
-        "paired by training seed, with a 95% interval across seeds; NDM is called better or worse only when the comparison's NFEs, judged together "
+        "paired by training seed, with an interval across seeds at the row's Holm level; NDM is called better or worse only when the comparison's NFEs, judged together "
         "(Holm, family-wise 5% per dataset, baseline, sampler and metric), leave that NFE significant. "
         "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
         "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",

@@ -3,7 +3,7 @@
 Each sentence is computed from the run's tables, so it changes when the results do:
 
 1. likelihood: NDM's continuous-time test NELBO minus DDPM's, VDM's and the same-size baselines'
-   (ddpm@params, vdm@params), paired by training seed, with the 95% interval and the verdict;
+   (ddpm@params, vdm@params), paired by training seed, with the interval at its Holm level and the verdict;
 2. few steps: NDM minus DDPM and VDM in Frechet distance, each model at its best sampler per
    NFE (few_step_comparison, sampler "best"), at the fewest NFE, near NFE 10 and at the most,
    and at how many NFEs it is significant each way (Holm over the NFEs);
@@ -55,7 +55,7 @@ def likelihood_sentence(pairs: pd.DataFrame, dataset: str) -> str | None:
     judged = f"; {HOLM_NOTE}" if seeds[-1] >= 2 else ""
     return (
         f"**Likelihood.** NDM's test NELBO is {fmt_num(float(rows[0]['model_value']))} bits/dim; "
-        f"NDM − baseline ({how} {over} seed{'s' if seeds[-1] != 1 else ''}, 95% interval): " + "; ".join(parts) + f"{judged}."
+        f"NDM − baseline ({how} {over} seed{'s' if seeds[-1] != 1 else ''}, interval at each row's Holm level): " + "; ".join(parts) + f"{judged}."
     )
 
 

@@ -1,17 +1,19 @@
-"""Verdicts of a difference between two models: paired by training seed, with a 95% interval.
+"""Verdicts of a difference between two models: paired by training seed (docs/protocol.md,
+"Comparisons and verdicts" and the study's pre-registered analysis).
 
 diff = model - baseline (lower is better for every metric compared: Frechet distances and
-NELBOs). With n >= 2 seeds both ran, d_s = value_model(s) - value_base(s), diff = mean d_s,
-se = std(d_s, ddof=1) / sqrt(n) and a t interval on n - 1 degrees of freedom; "better" or
-"worse" only when the interval excludes 0. With one seed the only error is the within-run one,
-which leaves out training variance: the verdict is "one seed: not judged".
+NELBOs). With n seeds both ran, d_s = value_model(s) - value_base(s), diff = mean d_s,
+se = std(d_s, ddof=1) / sqrt(n), a t on n - 1 degrees of freedom. A verdict needs n >= 3: with
+two seeds the t has one degree of freedom and its standard error is the gap between two numbers
+(a measured rerun of the default flipped such verdicts), so two seeds give a trend and one seed
+only a within-run error (training variance left out): neither is judged.
 
-A few-step table tests one comparison (dataset, baseline, sampler, metric) at every NFE of the
-grid: at 95% per row, a six-NFE comparison would show a chance "verdict" about one time in four (1 - 0.95^6),
-and such a row, near its threshold, flips on a rerun. `family_verdicts` therefore judges the
-rows of one family together with Holm's step-down adjustment (family-wise error 5%): a row is
-better or worse when its Holm-adjusted p-value is below 0.05. Its 95% interval stays the
-row's own.
+A family (one comparison at every NFE; a dataset's test-likelihood comparisons) is judged with
+Holm's step-down rule (family-wise error 5%). Each row is printed with the interval of its own
+Holm level (alpha / (m - j + 1) at step j; the rows after the first non-rejection take that
+step's level), so its interval excludes 0 exactly when it is better or worse. Rows with
+p_holm in [0.05, 0.20) are "borderline": a rerun on another machine may move a row between
+better and borderline, or borderline and "no significant difference", not across the band.
 """
 
 from __future__ import annotations
@@ -22,30 +24,44 @@ import numpy as np
 from scipy import stats
 
 LEVEL = 0.95
+ALPHA = 1 - LEVEL
+# p_holm in [ALPHA, BORDERLINE_P): neither a verdict nor "no difference" (pre-registered).
+BORDERLINE_P = 0.20
+MIN_SEEDS = 3
 BETTER, WORSE, TIE, UNKNOWN = "ndm better", "ndm worse", "no significant difference", "no standard error"
+BORDERLINE = "borderline"
 ONE_SEED = "one seed: not judged"
+TREND = "two seeds: trend, not judged"
 SE_PAIRED, SE_UNPAIRED, SE_WITHIN = "seeds (paired)", "seeds (unpaired)", "within-run, one seed"
 NELBO_METRIC = "nelbo_T_bpd"
 BEST = "best"
 
 
-def interval(diff: float, diff_se: float, n_seeds: int) -> tuple[float, float]:
-    """The 95% interval of a difference: t on n - 1 degrees of freedom across n >= 2 seeds,
+def interval(diff: float, diff_se: float, n_seeds: int, level: float = LEVEL) -> tuple[float, float]:
+    """The `level` interval of a difference: t on n - 1 degrees of freedom across n >= 2 seeds,
     normal for the within-run error of one seed (a bootstrap or many test examples)."""
     if math.isnan(diff) or math.isnan(diff_se):
         return math.nan, math.nan
-    q = float(stats.t.ppf(0.5 + LEVEL / 2, n_seeds - 1)) if n_seeds >= 2 else float(stats.norm.ppf(0.5 + LEVEL / 2))
+    q = float(stats.t.ppf(0.5 + level / 2, n_seeds - 1)) if n_seeds >= 2 else float(stats.norm.ppf(0.5 + level / 2))
     return diff - q * diff_se, diff + q * diff_se
 
 
-def verdict(diff: float, diff_se: float, n_seeds: int) -> str:
-    """Better / worse only when n_seeds >= 2 and the across-seed interval excludes 0; one seed
-    is never judged (its error ignores training variance)."""
+def unjudged(n_seeds: int) -> str | None:
+    """The reason a row with n_seeds has no verdict, or None when it can have one."""
     if n_seeds < 2:
         return ONE_SEED
+    if n_seeds < MIN_SEEDS:
+        return TREND
+    return None
+
+
+def verdict(diff: float, diff_se: float, n_seeds: int, level: float = LEVEL) -> str:
+    """Better / worse only when n_seeds >= MIN_SEEDS and the `level` interval excludes 0."""
+    if (reason := unjudged(n_seeds)) is not None:
+        return reason
     if math.isnan(diff) or math.isnan(diff_se) or diff_se <= 0:
         return UNKNOWN
-    lo, hi = interval(diff, diff_se, n_seeds)
+    lo, hi = interval(diff, diff_se, n_seeds, level)
     if lo <= 0 <= hi:
         return TIE
     return BETTER if diff < 0 else WORSE
@@ -70,18 +86,49 @@ def holm(p: list[float]) -> list[float]:
     return out
 
 
+def holm_levels(p: list[float], alpha: float = ALPHA) -> list[float]:
+    """Each row's Holm test level: alpha / (m - k) for the k-th smallest p (k from 0) while the
+    step-down rejects; every row from the first non-rejection on takes that step's level. A row's
+    1 - level interval then excludes 0 exactly when Holm rejects it. NaN p: level alpha."""
+    finite = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    m, out = len(finite), [alpha] * len(p)
+    stop_level = None
+    for k, (v, i) in enumerate(finite):
+        step = alpha / (m - k)
+        if stop_level is None and not v < step:
+            stop_level = step
+        out[i] = step if stop_level is None else stop_level
+    return out
+
+
+def judge_family(diff: list[float], diff_se: list[float], n_seeds: list[int]) -> list[dict]:
+    """Per row of one family: p, p_holm, ci_level (1 - the row's Holm level), the interval at
+    that level (ci_low, ci_high) and the verdict (better / worse / borderline / no significant
+    difference, or why it is not judged). Rows with fewer than MIN_SEEDS seeds stay out of the
+    family's m: they are not tested."""
+    p = [p_value(d, s, n) if unjudged(n) is None else math.nan for d, s, n in zip(diff, diff_se, n_seeds)]
+    adjusted, levels = holm(p), holm_levels(p)
+    rows = []
+    for d, s, n, pv, q, a in zip(diff, diff_se, n_seeds, p, adjusted, levels):
+        level = 1 - a if unjudged(n) is None else LEVEL
+        lo, hi = interval(d, s, n, level)
+        v = verdict(d, s, n, level)
+        if v == TIE and not math.isnan(q) and q < BORDERLINE_P:
+            v = BORDERLINE
+        rows.append({"p": pv, "p_holm": q, "ci_level": level, "ci_low": lo, "ci_high": hi, "verdict": v})
+    return rows
+
+
 def family_verdicts(diff: list[float], diff_se: list[float], n_seeds: list[int]) -> tuple[list[float], list[float], list[str]]:
-    """(p, Holm-adjusted p, verdict) of the rows of one family: better / worse when the adjusted
-    p < 1 - LEVEL, one seed never judged (`verdict`'s rules otherwise)."""
-    p = [p_value(d, s, n) for d, s, n in zip(diff, diff_se, n_seeds)]
-    adjusted = holm(p)
-    verdicts = []
-    for d, s, n, q in zip(diff, diff_se, n_seeds, adjusted):
-        v = verdict(d, s, n)
-        if v in (BETTER, WORSE) and not q < 1 - LEVEL:
-            v = TIE
-        verdicts.append(v)
-    return p, adjusted, verdicts
+    """(p, Holm-adjusted p, verdict) of the rows of one family (`judge_family`)."""
+    rows = judge_family(diff, diff_se, n_seeds)
+    return [r["p"] for r in rows], [r["p_holm"] for r in rows], [r["verdict"] for r in rows]
+
+
+def ci_label(level: float) -> str:
+    """'95%', '98.3%': an interval's level as printed beside it."""
+    text = f"{100 * level:.1f}".rstrip("0").rstrip(".")
+    return f"{text}%"
 
 
 def paired_difference(ndm: dict[int, tuple[float, float]], base: dict[int, tuple[float, float]]) -> tuple[int, float, float, str, float, float]:
