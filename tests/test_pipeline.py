@@ -73,9 +73,13 @@ def test_smoke_pipeline_outputs(smoke_run):
                 steps = sorted(r["steps"] for r in fid["results"])
                 assert set(config["defaults"]["eval"]["sample_steps"]) <= set(steps)
                 for r in fid["results"]:
-                    (metric,) = r["metrics"]
-                    assert metric in ("fd_classifier", "fd_data")
-                    assert r["metrics"][metric]["value"] >= 0 and r["nfe"] > 0
+                    # digits: the FD and the unbiased KID in the classifier's features; toy2d: data-space FD
+                    assert set(r["metrics"]) == ({"fd_classifier", "kid_classifier"} if d == "digits" else {"fd_data"})
+                    fd_metric = "fd_classifier" if d == "digits" else "fd_data"
+                    assert r["metrics"][fd_metric]["value"] >= 0 and r["nfe"] > 0
+                    if d == "digits":
+                        kid = r["metrics"]["kid_classifier"]
+                        assert kid["stderr"] > 0 and kid["n_reference"] > 0 and "floor_mean" in kid
     reports = smoke_run / config["reports"]
     assert (reports / "README.md").read_text().startswith("#")
     assert (reports / "figures" / "fid_vs_nfe.png").stat().st_size > 1000

@@ -266,7 +266,7 @@ def test_bpd_vs_T_table(tiny: dict) -> None:
 def test_fid_table_names_the_feature_space(tiny: dict) -> None:
     t = _csv(tiny, "fid")
     assert {"dataset", "variant", "metric", "sampler", "steps", "nfe", "value", "se", "se_source", "published_fid", "comparable", "diff_vs_published"} <= set(t.columns)
-    assert set(t[t["dataset"] == "digits"]["metric"]) == {"fd_classifier"}
+    assert set(t[t["dataset"] == "digits"]["metric"]) == {"fd_classifier", "kid_classifier"}
     assert set(t[t["dataset"] == "toy2d"]["metric"]) == {"fd_data"}
     assert (t["sampler"] == "ancestral").all() and (t["steps"] == 4).all()
     assert not t["comparable"].any()

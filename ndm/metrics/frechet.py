@@ -62,6 +62,9 @@ class FeatureStats:
     n: int | None
     extractor: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # The first KID_REFERENCE_MAX reference features (float32), for the unbiased KID
+    # (ndm.metrics.kid); None for exact moments and for files written before KID existed.
+    features: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
@@ -143,6 +146,8 @@ def save_stats(path: str | Path, stats: FeatureStats) -> Path:
         "extractor": np.str_(stats.extractor),
         "meta": np.str_(json.dumps(dict(stats.meta), sort_keys=True)),
     }
+    if stats.features is not None:
+        arrays["features"] = np.asarray(stats.features, np.float32)
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -172,6 +177,7 @@ def load_stats(path: str | Path) -> FeatureStats:
             n=None if n < 0 else n,
             extractor=str(z["extractor"]),
             meta=json.loads(str(z["meta"])),
+            features=z["features"] if "features" in z.files else None,
         )
 
 

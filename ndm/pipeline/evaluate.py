@@ -395,7 +395,12 @@ def reference_stats(
             return {"feature": feature, "skipped": str(exc)}
         n_ref = inception_subset_count(ev, feature, "reference", ev.fid.n_reference)
         ref = ds.train if n_ref is None else ds.train[:n_ref]
-        stats = metrics.feature_stats(extractor(ref), extractor.id, {**meta, "n": int(len(ref))})
+        from ndm.metrics.kid import KID_REFERENCE_MAX
+
+        features = extractor(ref)
+        stats = metrics.feature_stats(features, extractor.id, {**meta, "n": int(len(ref))})
+        # The first reference features for the unbiased KID (ndm.metrics.kid) beside the FD.
+        stats = dataclasses.replace(stats, features=np.asarray(features[:KID_REFERENCE_MAX], np.float32))
     n_floor = inception_subset_count(ev, feature, "samples", ev.n_samples)
     floor = data_floor(ds, extractor, stats, n_floor)
     stats = dataclasses.replace(stats, meta={**stats.meta, "floor": floor})
@@ -416,7 +421,13 @@ def data_floor(ds, extractor, reference, n: int, draws: int = 8) -> dict[str, An
         values = [fd(ds.exact_sampler(n, torch.Generator().manual_seed(3_000_017 + k)).to(ds.train.dtype)) for k in range(draws)]
         return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)), "n": n, "source": f"{draws} exact draws"}
     n = min(n, len(ds.test))
-    return {"mean": fd(ds.test[:n]), "std": None, "n": n, "source": "test split"}
+    floor = {"mean": fd(ds.test[:n]), "std": None, "n": n, "source": "test split"}
+    from ndm.metrics.kid import kid_with_stderr
+
+    if reference.features is not None:  # the KID's floor: the test split against the same reference features
+        kid, kid_se = kid_with_stderr(extractor(ds.test[:n]), reference.features)
+        floor.update(kid_mean=kid, kid_se=kid_se)
+    return floor
 
 
 def evaluate_samples(
@@ -435,6 +446,7 @@ def evaluate_samples(
     with networks loaded once; built here when not given.
     """
     from ndm import metrics
+    from ndm.metrics.kid import kid_from_features, kid_metric
 
     if extractors is None:
         extractors = sample_feature_extractors(config, dataset, reference_files, classifier_path)
@@ -466,9 +478,16 @@ def evaluate_samples(
                 if subset.paper_setting_only and not paper:
                     continue
                 scored = samples if subset.samples is None else samples[: subset.samples]
-            res = metrics.frechet_to_reference(scored, refs[name], extractor, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
+            if extractor.id != refs[name].extractor:
+                raise ValueError(f"extractor {extractor.id!r} does not match reference stats from {refs[name].extractor!r}")
+            features = extractor(scored)
+            res = metrics.frechet_from_features(features, refs[name], extractor.metric, extractor=extractor.id, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
             floor = refs[name].meta.get("floor")  # reference files written before floors existed have none
             entry["metrics"][res.metric] = {**res.to_dict(), **({"floor_mean": floor["mean"], "floor_std": floor["std"], "floor_n": floor["n"], "floor_source": floor["source"]} if floor else {})}
+            if refs[name].features is not None:  # the unbiased KID beside the FD (reference files since KID)
+                kid = kid_from_features(features, refs[name].features, kid_metric(name), extractor.id)
+                kid_floor = {"floor_mean": floor["kid_mean"], "floor_std": floor["kid_se"], "floor_n": floor["n"], "floor_source": floor["source"]} if floor and "kid_mean" in floor else {}
+                entry["metrics"][kid.metric] = {**kid.to_dict(), **kid_floor}
         if exact is not None:
             entry["metrics"].update(exact(samples))
         results.append(entry)

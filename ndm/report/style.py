@@ -50,6 +50,9 @@ METRIC_LABELS: dict[str, str] = {
     "offsupport_mass": "mass off the data's support",
     "fid_inception_tf": "FID (Inception, torch-fidelity)",
     "fid_clean": "FID (Inception, clean-fid)",
+    "kid_classifier": "KID in classifier features (unbiased)",
+    "kid_inception": "KID (Inception, unbiased)",
+    "kid_clean": "KID (Inception, clean-fid, unbiased)",
 }
 
 
