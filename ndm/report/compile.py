@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from ndm.report.endpoint import endpoint_table
+from ndm.report.per_seed import per_seed_table
 from ndm.report import figures, figures_models
 from ndm.report.claims import CLAIMS_FILE, claims_table, estimator_std_table
 from ndm.report.collect import Results, collect
@@ -20,7 +22,7 @@ from ndm.report.roles import using_roles
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.likelihood_pairs import likelihood_pairs_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
-from ndm.report.outputs import TABLES, figure_names, samplers_of
+from ndm.report.outputs import TABLES, figure_names, sample_figure_samplers, samplers_of
 from ndm.report.table_format import write_table
 from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table
 
@@ -100,8 +102,10 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
     gauge_data = gauge_frame(res, config, errors)
     gauge_tab = gauge_table(gauge_data, res)
     compression = compression_table(results, pub)
+    endpoint = endpoint_table(res)
+    seeds_tab = per_seed_table(res)
     # Every table once, in the order of outputs.TABLES (the report rule's outputs and README list them from there).
-    built = {t.name: t for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, gauge_tab, compression, convergence, matched)}
+    built = {t.name: t for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, gauge_tab, compression, convergence, matched, endpoint, seeds_tab)}
     if set(built) != set(TABLES):
         raise AssertionError(f"tables built {sorted(built)} differ from ndm.report.outputs.TABLES {sorted(TABLES)}")
     written: list[Path] = []
@@ -110,16 +114,16 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
 
     fig_dir = out / "figures"
     units = _units(res)
-    written += _safe("fid_vs_nfe", figures.fid_vs_nfe_figure, few.data, fig_dir / "fid_vs_nfe.png", errors=errors)
     written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
     written += _safe("schedules", figures_models.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
     written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
     written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
     samplers = {d: samplers_of(config, d) for d in res.datasets}
     for d in res.datasets:
+        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, few.data, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
         written += _safe(f"transforms_{d}", figures_models.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
         written += _safe(f"gauge_{d}", gauge_figure, gauge_data, d, fig_dir / f"gauge_{d}.png", errors=errors)
-        for s in samplers[d]:
+        for s in sample_figure_samplers(config, d):
             written += _safe(f"samples_{d}_{s}", figures_models.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
 
     answers = answer(comp.data, res.datasets)

@@ -20,6 +20,8 @@ TABLE_SENTENCES = {
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
     "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its interval at the row's Holm level, the seeds behind it and a verdict (3 seeds needed; borderline: p_holm in [0.05, 0.20)).",
+    "primary_endpoint": "the pre-registered primary endpoints (docs/protocol.md): ndm against each baseline on the few-step lower envelope and the test NELBO, with the difference and TOST intervals at the row's Holm level, the margin, the minimum detectable effects and the verdict.",
+    "per_seed": "every per-seed number (sample metrics per sampler, grid and step count; test likelihoods) behind the report's means and verdicts; the rows are in the CSV.",
     "likelihood_pairs": "every paired test-likelihood comparison the README states (NDM against each baseline, ndm@compute against DDPM, ndm@gauge against NDM, the ODE NLL), with its interval at the row's Holm level, p and Holm-adjusted p over the dataset's comparisons, and the verdict.",
     "gauge_comparison": "F in the reference gauge (ndm@gauge) minus the paper's F (ndm) at each NFE and for the T-step NELBO, paired by seed (empty when the config has no gauge-fixed copy).",
     "convergence": "each variant's final test NELBO (from the curve logged every train.eval_every steps) and what the last quarter of training still gained: whether the models compared have converged.",
