@@ -133,7 +133,7 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
     from ndm.report.summary import answer_summary
 
     reviewer = reviewer_lines(res, config, few.data, comp.data, pairs.data, gauge_comp.data, gauge_tab.data, convergence.data)
-    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data, pairs=pairs.data)
+    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data, pairs=pairs.data, endpoint=endpoint.data)
     written.append(
         write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data, reviewer=reviewer, summary=summary)
     )
