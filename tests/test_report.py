@@ -121,7 +121,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results, out = base / "results", base / "reports"
     _build_results(results, config_path)
     assert ndm_main(["report", "--config", str(config_path), "--results", str(results), "--out", str(out)]) == 0
-    return {"config": TINY_CONFIG, "results": results, "out": out}
+    return {"config": TINY_CONFIG, "results": results, "out": out, "config_path": config_path}
 
 
 def _csv(tiny: dict, name: str) -> pd.DataFrame:
@@ -267,6 +267,24 @@ def test_means_recompute_from_the_per_seed_table(tiny: dict) -> None:
     from per_seed_check import check_means_from_per_seed
 
     assert check_means_from_per_seed(tiny["out"] / "tables") > 10
+
+
+def test_report_from_the_per_seed_tables_alone_is_identical(tiny: dict, tmp_path: Path) -> None:
+    """`ndm report --from-tables`: with results/ gone, every table computed from per-seed numbers
+    comes out byte-identical from the committed per-seed tables; a tables directory without them
+    is refused, naming what is missing."""
+    from ndm.cli.main import main as ndm_main
+    from ndm.report.compile import FROM_TABLES
+
+    tables = tmp_path / "committed" / "tables"
+    shutil.copytree(tiny["out"] / "tables", tables)
+    assert ndm_main(["report", "--config", str(tiny["config_path"]), "--from-tables", str(tables), "--out", str(tmp_path / "again")]) == 0
+    for name in FROM_TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (tmp_path / "again" / "tables" / f"{name}.{ext}").read_bytes() == (tiny["out"] / "tables" / f"{name}.{ext}").read_bytes(), (name, ext)
+    (tables / "per_seed_meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match="per_seed_meta.json"):
+        compile_report(tiny["config"], None, tmp_path / "x", from_tables=tables)
 
 
 def test_fid_table_names_the_feature_space(tiny: dict) -> None:
