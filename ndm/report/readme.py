@@ -35,13 +35,15 @@ TABLE_SENTENCES = {
 
 def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dict[str, str]:
     out = {
-        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler; then each variant's best sampler per NFE, and the same against network GFLOPs per sample (x̂ and F), where NDM's cost of F shows.",
         "bpd_vs_T": "NELBO versus the number of steps T per dataset; dashed lines are the continuous-time NELBO, stars the published values.",
         "schedules": "the learned noise schedules γ(t) of vdm and ndm-vdm (one line per seed) over the fixed schedules of the other variants.",
         "training_curves": "training loss (bits/dim) versus step per dataset and variant.",
         "convergence": "the EMA model's test NELBO during training, versus steps and versus training FLOPs, mean over seeds with a standard-error band (empty without train.eval_every).",
     }
     for d in datasets:
+        out[f"fid_vs_nfe_{d}"] = (f"{d}: each sample metric (a row) of every variant's lower envelope (the best sampler and grid with NFE <= N) "
+                                  "against the NFE budget and against network GFLOPs per sample (x̂ and F, where NDM's cost of F shows), "
+                                  "the data floor as a grey band, the highlighted models in colour and the others muted.")
         out[f"transforms_{d}"] = f"the transformation F(x, t) at t = 0, 0.25, 0.5, 0.75, 1 of the variants with a non-identity F, on {d} test data."
         out[f"gauge_{d}"] = f"the learned F's input-independent offset c(t) versus its input-dependent part (rms of F(x, t) − x and of dF/dt) over t, on {d} test data."
         for s in samplers.get(d, []):
@@ -181,7 +183,7 @@ def write_readme(
         "paired by training seed, with an interval across seeds at the row's Holm level; NDM is called better or worse only when the comparison's NFEs, judged together "
         "(Holm, family-wise 5% per dataset, baseline, sampler and metric), leave that NFE significant. "
         "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
-        "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",
+        "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panels of figures/fid_vs_nfe_<dataset>).",
         "",
     ]
     if roles().model not in res.variants:
