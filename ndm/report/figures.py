@@ -62,19 +62,20 @@ def figure_header(fig, title: str, handles: list, labels: list[str] | None = Non
     fig.tight_layout(rect=(0, 0, 1, 1.0 - (title_h + legend_h + 0.05) / height))
 
 
-def _log_axis(ax, axis: str, values: np.ndarray) -> None:
-    """A log axis labelled with plain numbers (ticks at the data's values when few, else 1-2-5)."""
+def _log_axis(ax, axis: str, values: np.ndarray, data_ticks: bool = True) -> None:
+    """A log axis labelled with plain numbers (ticks at the data's values when few and
+    data_ticks, else 1-2-5: a continuous quantity such as FLOPs has no round values to mark)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     values = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
     ticks: list[float] = []
     for v in np.unique(values):  # one tick for values within 25 % (NFE 5 and 6, 25 and 26: steps, steps + 1)
         if not ticks or v > 1.25 * ticks[-1]:
             ticks.append(float(v))
-    if axis == "x" and 0 < len(ticks) <= 8:
+    if data_ticks and axis == "x" and 0 < len(ticks) <= 8:
         a.set_major_locator(FixedLocator(ticks))
     else:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -151,7 +152,7 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None,
                 strong = v in highlight
                 ax.errorbar(x, s["value"], yerr=s["se"].fillna(0), color=variant_color(v) if strong else "0.7", marker=variant_marker(v),
                             capsize=2, linewidth=2.0 if strong else 0.9, markersize=4 if strong else 3, zorder=3 if strong else 2)  # fmt: skip
-            _log_axis(ax, "x", (sub[x_col] / (1e9 if x_col == "flops_per_sample" else 1.0)).to_numpy())
+            _log_axis(ax, "x", (sub[x_col] / (1e9 if x_col == "flops_per_sample" else 1.0)).to_numpy(), data_ticks=x_col != "flops_per_sample")
             _value_axis(ax, np.concatenate([sub["value"].to_numpy(), [floor["floor_mean"]] if floor else []]))
             ax.set_xlabel(x_label, fontsize=8)
             ax.set_ylabel(metric_label(metric), fontsize=8)
