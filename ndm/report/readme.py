@@ -62,6 +62,8 @@ def run_time_lines(results: Path) -> list[str]:
         try:
             w = json.loads(wall.read_text())
             lines.append(f"Measured wall time of the whole DAG: {w['wall_s'] / 60:.1f} min ({w['wall_s']:.0f} s, {w.get('cores', '?')} cores, {w.get('started', '')} to {w.get('ended', '')}, {w.get('host', '')}).")
+            if w.get("note"):
+                lines.append(str(w["note"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass
     per_rule: dict[str, list[float]] = {}
