@@ -86,8 +86,10 @@ def _seeds_text(res: Results) -> str:
     for d in res.datasets:
         seeds = res.seeds_of(d)
         multi = [v for v in res.variants if res.seeds_of(d, v) == seeds]
-        # datasets.<name>.multi_seed_variants: the other models ran the first seed only
-        name = d if len(seeds) < 2 or len(multi) == len(res.variants) else f"{d}: {', '.join(multi)}; its other models seed {seeds[0]} only"
+        # datasets.<name>.multi_seed_variants / seed_counts: the other models ran fewer seeds
+        fewer = {v: res.seeds_of(d, v) for v in res.variants if v not in multi}
+        others = "; ".join(f"{v} seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))}" for v, ss in fewer.items())
+        name = d if len(seeds) < 2 or not fewer else f"{d}: {', '.join(multi)}; {others}"
         groups.setdefault(tuple(seeds), []).append(name)
     if len(groups) <= 1 and all(":" not in n for names in groups.values() for n in names):
         return ", ".join(map(str, res.seeds))
