@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from test_config_overrides import job_counts
@@ -197,6 +198,33 @@ def test_a_sampler_on_its_own_grid(sharded, tmp_path):
 
     net, _ = load_trained_model(model)
     assert expected_nfe(net, "ancestral@edm", 7) == expected_nfe(net, "ancestral", 7)
+
+
+def test_an_identical_grid_reuses_the_default_grid_samples(tmp_path):
+    """A schedule linear in gamma (vdm-fixed) makes uniform-logsnr the uniform-t grid to the last
+    bit: ddim@uniform-logsnr then copies ddim's files (recording reused_from) and they equal what
+    sampling on that grid gives; DDPM's schedule is not linear, so its grid is sampled."""
+    from trained_digits import trained_digits
+
+    from ndm.estimators.sampling import SamplerSettings, sample
+    from ndm.pipeline.evaluate import sample_grid
+    from ndm.pipeline.shards import noise_seed
+
+    config = {"seeds": [0], "variants": ["vdm-fixed", "ddpm"], "datasets": {"digits": {"data": {"name": "digits"},
+              "eval": {"samplers": ["ddim", "ddim@uniform-logsnr"], "sample_steps": [3], "n_samples": 8, "batch_size": 8,
+                       "paper_setting": {"sampler": "ddim", "steps": 3}}}}}  # fmt: skip
+    for variant, reused in (("vdm-fixed", True), ("ddpm", False)):
+        net, path = trained_digits(variant, tmp_path / variant)
+        root = tmp_path / variant / "samples"
+        (plain,) = sample_grid(path, config, "ddim", root / "ddim", progress=False)
+        (own,) = sample_grid(path, config, "ddim@uniform-logsnr", root / "ddim@uniform-logsnr", progress=False)
+        with np.load(plain) as a, np.load(own) as b:
+            assert ("reused_from" in b.files) == reused and str(b["time_grid"]) == "uniform-logsnr"
+            assert str(b["sampler"]) == "ddim@uniform-logsnr"
+            res = sample(net, 8, SamplerSettings("ddim", 3, time_grid="uniform-logsnr"), generator=torch.Generator().manual_seed(noise_seed(0, 3, 0)), batch_size=8, progress=False)
+            direct = (res.levels if res.levels is not None else res.x.float()).numpy()
+            assert np.array_equal(b["samples"], direct)  # copied or sampled: what the grid gives
+            assert np.array_equal(a["samples"], b["samples"]) == reused
 
 
 def test_sampler_settings_refuse_a_grid_suffix():

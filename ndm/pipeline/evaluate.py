@@ -225,6 +225,19 @@ def sample_grid(
     base, own_grid = split_sampler(sampler)  # "edm-heun@edm": edm-heun on the edm grid
     time_grid = own_grid or ev.time_grid
     for steps in sample_steps_for(ev, sampler):
+        twin = _identical_grid_twin(model, base, own_grid, ev.time_grid, steps, out_dir, run.seed, n_samples, shards) if fixed else None
+        if twin is not None:
+            # The same grid to the last bit, the same noise (seeded per (seed, steps, shard)) and the
+            # same sampler: the samples would be the same bits, so they are copied, not recomputed.
+            path = out_dir / f"steps{steps}.npz"
+            with np.load(twin) as z:
+                arrays = {k: z[k] for k in z.files}
+            arrays.update(sampler=sampler, time_grid=time_grid, seconds=0.0, reused_from=str(twin))
+            atomic_write(path, lambda f: np.savez(f, **arrays))
+            written.append(path)
+            records.append({"file": str(path), "steps": steps, "time_grid": time_grid, "nfe": float(arrays["nfe"]), "nfe_F": float(arrays["nfe_F"]),
+                            "flops_per_sample": float(arrays["flops_per_sample"]), "seconds": 0.0, "reused_from": str(twin)})  # fmt: skip
+            continue
         gen = torch.Generator(device=device).manual_seed(noise_seed(run.seed, steps, shard))
         settings = SamplerSettings(base, steps if fixed else None, time_grid=time_grid, rtol=ev.ode.rtol, atol=ev.ode.atol)
         res = sample(model, n_samples, settings, generator=gen, batch_size=ev.batch_size, device=device, progress=progress)
@@ -253,6 +266,25 @@ def sample_grid(
     # The manifest is the job's declared output, written last: its presence means every file is there.
     write_result_json(out_dir / "manifest.json", {**_run_identity(run), "sampler": sampler, "time_grid": time_grid, "n_samples": n_samples, **({"shard": shard, "shards": shards} if shards > 1 else {}), "files": [str(p) for p in written], "records": records})
     return written
+
+
+def _identical_grid_twin(model, base: str, own_grid: str | None, default_grid: str, steps: int, out_dir: Path, seed: int, n: int, shards: int) -> Path | None:
+    """The file of `base` on the default grid at `steps` (samples/<base>/steps<N>.npz beside this
+    sampler's directory, written earlier in the same job) when this sampler's own grid is
+    bit-identical to it: a schedule linear in gamma makes uniform-logsnr the uniform-t grid
+    (vdm-fixed, ndm), so its samples would be the same bits. None otherwise."""
+    from ndm.estimators.time_grids import make_time_grid
+
+    if own_grid is None or own_grid == default_grid or shards != 1:
+        return None
+    twin = Path(out_dir).parent / base / f"steps{steps}.npz"
+    if not twin.exists():
+        return None
+    if not torch.equal(make_time_grid(steps, own_grid, model.schedule), make_time_grid(steps, default_grid, model.schedule)):
+        return None
+    with np.load(twin) as z:
+        same_run = int(z["seed"]) == seed and len(z["samples"]) == n and str(z["time_grid"]) == default_grid and int(z["steps"]) == steps
+    return twin if same_run else None
 
 
 # ------------------------------------------------------------- features
