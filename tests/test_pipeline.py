@@ -82,7 +82,7 @@ def test_smoke_pipeline_outputs(smoke_run):
                         assert kid["stderr"] > 0 and kid["n_reference"] > 0 and "floor_mean" in kid
     reports = smoke_run / config["reports"]
     assert (reports / "README.md").read_text().startswith("#")
-    assert (reports / "figures" / "fid_vs_nfe.png").stat().st_size > 1000
+    assert all((reports / "figures" / f"fid_vs_nfe_{d}.png").stat().st_size > 1000 for d in config["datasets"])
 
 
 def test_no_shell_directive_is_an_f_string():

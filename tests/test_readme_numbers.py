@@ -37,7 +37,10 @@ PROTOCOL = " ".join((REPO / "docs/protocol.md").read_text().split())
 
 
 def _interval(row) -> str:
-    return f"{row['diff_bpd']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    """'-0.106 [-0.177, -0.035] (99.4%)': the interval at the row's Holm level, with its level."""
+    from ndm.report.verdicts import ci_label
+
+    return f"{row['diff_bpd']:.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] ({ci_label(row['ci_level'])})"
 
 
 def test_what_f_learns_numbers_come_from_f_learning_csv():
@@ -54,7 +57,7 @@ def test_what_f_learns_numbers_come_from_f_learning_csv():
     w8, w4 = sweep.loc["ndm@w8"], sweep.loc["ndm@w4"]
     assert f"{_interval(w8)} and {_interval(w4)}" in PROTOCOL
     ndm = sweep.loc["ndm"]
-    assert f"({ndm['nelbo_bpd']:.3f} against vdm-fixed {ndm['control_nelbo_bpd']:.3f}; {ndm['diff_bpd']:.3f} [{ndm['ci_low']:.3f}, +{ndm['ci_high']:.3f}])" in PROTOCOL
+    assert f"({ndm['nelbo_bpd']:.3f} against vdm-fixed {ndm['control_nelbo_bpd']:.3f}; {_interval(ndm)})" in PROTOCOL
     unet = sweep.loc["ndm@unet"]
     assert unet["seeds"] == 3 and f"NDM - vdm-fixed = {_interval(unet)}, p_holm {unet['p_holm']:.3f}" in PROTOCOL
     assert f"(NELBO {unet['nelbo_bpd']:.3f} against {unet['control_nelbo_bpd']:.3f})" in PROTOCOL

@@ -121,7 +121,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results, out = base / "results", base / "reports"
     _build_results(results, config_path)
     assert ndm_main(["report", "--config", str(config_path), "--results", str(results), "--out", str(out)]) == 0
-    return {"config": TINY_CONFIG, "results": results, "out": out}
+    return {"config": TINY_CONFIG, "results": results, "out": out, "config_path": config_path}
 
 
 def _csv(tiny: dict, name: str) -> pd.DataFrame:
@@ -263,6 +263,30 @@ def test_bpd_vs_T_table(tiny: dict) -> None:
         assert g[g["time"] == "continuous"]["excess_over_continuous"].iloc[0] == pytest.approx(0.0)
 
 
+def test_means_recompute_from_the_per_seed_table(tiny: dict) -> None:
+    from per_seed_check import check_means_from_per_seed
+
+    assert check_means_from_per_seed(tiny["out"] / "tables") > 10
+
+
+def test_report_from_the_per_seed_tables_alone_is_identical(tiny: dict, tmp_path: Path) -> None:
+    """`ndm report --from-tables`: with results/ gone, every table computed from per-seed numbers
+    comes out byte-identical from the committed per-seed tables; a tables directory without them
+    is refused, naming what is missing."""
+    from ndm.cli.main import main as ndm_main
+    from ndm.report.compile import FROM_TABLES
+
+    tables = tmp_path / "committed" / "tables"
+    shutil.copytree(tiny["out"] / "tables", tables)
+    assert ndm_main(["report", "--config", str(tiny["config_path"]), "--from-tables", str(tables), "--out", str(tmp_path / "again")]) == 0
+    for name in FROM_TABLES:
+        for ext in ("csv", "md", "tex"):
+            assert (tmp_path / "again" / "tables" / f"{name}.{ext}").read_bytes() == (tiny["out"] / "tables" / f"{name}.{ext}").read_bytes(), (name, ext)
+    (tables / "per_seed_meta.json").unlink()
+    with pytest.raises(FileNotFoundError, match="per_seed_meta.json"):
+        compile_report(tiny["config"], None, tmp_path / "x", from_tables=tables)
+
+
 def test_fid_table_names_the_feature_space(tiny: dict) -> None:
     t = _csv(tiny, "fid")
     assert {"dataset", "variant", "metric", "sampler", "steps", "nfe", "value", "se", "se_source", "published_fid", "comparable", "diff_vs_published"} <= set(t.columns)
@@ -277,7 +301,9 @@ def test_fid_table_names_the_feature_space(tiny: dict) -> None:
 def test_few_step_tables(tiny: dict) -> None:
     t = _csv(tiny, "few_step")
     assert {"dataset", "sampler", "metric", "steps", "nfe", "nfe_F", "variant", "value", "se", "se_source", "seeds", "n_samples", "nelbo_T_bpd"} <= set(t.columns)
-    assert len(t) == 2 * len(SAMPLERS) * len(SAMPLE_STEPS) * len(VARIANTS)
+    # digits: FD and KID in the classifier's features; toy2d: data-space FD
+    assert len(t) == (2 + 1) * len(SAMPLERS) * len(SAMPLE_STEPS) * len(VARIANTS)
+    assert set(t[t["dataset"] == "digits"]["metric"]) == {"fd_classifier", "kid_classifier"}
     anc = t[t["sampler"] == "ancestral"]
     assert (anc["nfe"] == anc["steps"]).all()
     assert (t[t["variant"] == "ndm"]["nfe_F"] > 0).all() and (t[t["variant"] == "ddpm"]["nfe_F"] == 0).all()
@@ -385,7 +411,7 @@ def test_report_from_nothing_writes_every_output(tmp_path: Path) -> None:
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "PARTIAL" in readme and "Not answered yet" in readme
     assert summary["missing_files"] > 0 and summary["figure_errors"] == []
-    _assert_real_image(tmp_path / "out" / "figures" / "fid_vs_nfe.png")
+    _assert_real_image(tmp_path / "out" / "figures" / "fid_vs_nfe_digits.png")
 
 
 def test_report_survives_corrupt_and_missing_files(tiny: dict, tmp_path: Path) -> None:

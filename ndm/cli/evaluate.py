@@ -311,7 +311,10 @@ def _log_result(args: argparse.Namespace, config: dict, out: dict, kind: str, me
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    required_args(p, config="pipeline config YAML", results="the results directory of the config", out="reports directory")
+    required_args(p, config="pipeline config YAML", out="reports directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--results", help="the results directory of the config")
+    source.add_argument("--from-tables", help="a report's tables/ directory: recompute every mean, interval and verdict table from its per-seed tables alone (results/ not needed)")
 
 
 @command("report", "compile tables and figures from whatever results exist")(_report_args)
@@ -319,6 +322,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ndm.pipeline.config import load_yaml
     from ndm.report import compile_report
 
-    summary = compile_report(load_yaml(args.config), args.results, args.out)
+    summary = compile_report(load_yaml(args.config), args.results, args.out, from_tables=args.from_tables)
     print(json.dumps(summary))
     return 0

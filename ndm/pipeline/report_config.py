@@ -23,6 +23,24 @@ from ndm.pipeline.errors import ConfigError
 
 
 @dataclass
+class EndpointConfig:
+    """The pre-registered primary endpoints (docs/protocol.md, "Pre-registered analysis"); a
+    dataset without a metric here has no endpoint rows."""
+
+    # dataset -> the sample metric of its few-step endpoint (fd_classifier, ed_data, ...)
+    metrics: dict[str, str] = field(default_factory=dict)
+    # datasets whose metric is averaged over the NFEs before the log (the energy distance can be
+    # 0 or below at its floor); the others average the log over the NFEs
+    log_after_mean: list[str] = field(default_factory=list)
+    nfes: list[int] = field(default_factory=lambda: [2, 5, 10, 20])
+    # equivalence margin of the few-step endpoint: +-10% in the metric, +-log(1.1) in the log
+    relative_margin: float = 0.10
+    # dataset -> equivalence margin of the test-NELBO endpoint in bits/dim
+    nelbo_margins: dict[str, float] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=lambda: ["vdm-fixed", "ddpm", "vdm"])
+
+
+@dataclass
 class ReportConfig:
     # The model whose gains the report judges, and the models it is compared with in the
     # few-step tables (the T-step NELBO and Frechet distances at every NFE).
@@ -50,10 +68,14 @@ class ReportConfig:
     deterministic_sampler: str = "ddim"
     gauge_samplers: list[str] = field(default_factory=lambda: ["ode-heun", "ddim", "dpmpp-2m"])
     answer_samplers: list[str] = field(default_factory=lambda: ["ode-heun", "ddim"])
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    # Drawn in colour in the few-step figures; every other model muted.
+    highlight: list[str] = field(default_factory=lambda: ["ndm", "vdm-fixed", "ddpm"])
 
     def model_names(self) -> list[str]:
         return [self.model, *self.baselines, *self.likelihood_baselines, *self.ode_baselines, *self.answer_likelihood_baselines,
-                *self.answer_few_step_baselines, *self.size_controls, self.compute_control, self.gauge_control, self.reference_baseline]  # fmt: skip
+                *self.answer_few_step_baselines, *self.size_controls, self.compute_control, self.gauge_control, self.reference_baseline,
+                *self.endpoint.baselines, *self.highlight]  # fmt: skip
 
     def sampler_names(self) -> list[str]:
         return [self.nelbo_sampler, self.ode_sampler, self.adaptive_sampler, self.deterministic_sampler, *self.gauge_samplers, *self.answer_samplers]
@@ -73,4 +95,4 @@ def resolve_report_config(config: dict) -> ReportConfig:
     return roles
 
 
-__all__ = ["ReportConfig", "resolve_report_config"]
+__all__ = ["EndpointConfig", "ReportConfig", "resolve_report_config"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from ndm.report.endpoint import endpoint_table
+from ndm.report.per_seed import per_seed_table, results_from_tables, write_seed_sidecars
 from ndm.report import figures, figures_models
 from ndm.report.claims import CLAIMS_FILE, claims_table, estimator_std_table
 from ndm.report.collect import Results, collect
@@ -20,7 +22,7 @@ from ndm.report.roles import using_roles
 from ndm.report.gauge import gauge_figure, gauge_frame, gauge_table
 from ndm.report.likelihood_pairs import likelihood_pairs_table
 from ndm.report.published import PublishedError, data_names, default_published_path, load_published
-from ndm.report.outputs import TABLES, figure_names, samplers_of
+from ndm.report.outputs import TABLES, figure_names, sample_figure_samplers, samplers_of
 from ndm.report.table_format import write_table
 from ndm.report.tables import bpd_vs_T_table, few_step_table, fid_table, likelihood_table
 
@@ -66,17 +68,30 @@ def _safe(what: str, fn, *args, errors: list[str], **kwargs) -> list[Path]:
         return figures.message_figure(path, what, [f"Could not draw this figure: {type(exc).__name__}: {str(exc)[:200]}"])
 
 
-def compile_report(config: dict, results: str | Path, out: str | Path, published: str | Path | None = None) -> dict[str, Any]:
+def compile_report(
+    config: dict, results: str | Path | None, out: str | Path, published: str | Path | None = None, from_tables: str | Path | None = None
+) -> dict[str, Any]:
     """Write tables/, figures/ and README.md under out from whatever results exist; return a summary.
     The report's roles (which model, baselines, controls and samplers) come from the config's
-    `report:` section (ndm.pipeline.report_config)."""
+    `report:` section (ndm.pipeline.report_config).
+
+    from_tables: a report's tables/ directory instead of results/: every table computed from the
+    per-seed numbers (means, intervals, verdicts, endpoints, curves) and the figures drawn from
+    them are rewritten from its per-seed tables alone; the README and what needs the model files
+    or other result files (claims, gauge, estimator_std, compression, sample and transform
+    figures) are left as they are."""
     with using_roles(resolve_report_config(config)):
-        return _compile(config, results, out, published)
+        return _compile(config, results, out, published, from_tables)
 
 
-def _compile(config: dict, results: str | Path, out: str | Path, published: str | Path | None) -> dict[str, Any]:
+# The tables a tables-only compile rewrites (everything computed from per-seed numbers).
+FROM_TABLES = ["likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "likelihood_pairs", "gauge_comparison",
+               "convergence", "matched_compute", "primary_endpoint", "per_seed"]  # fmt: skip
+
+
+def _compile(config: dict, results: str | Path | None, out: str | Path, published: str | Path | None, from_tables: str | Path | None = None) -> dict[str, Any]:
     out = Path(out)
-    res = collect(config, results)
+    res = results_from_tables(Path(from_tables)) if from_tables is not None else collect(config, results)
     names = data_names(config)
     pub_path, pub, pub_error = _published(config, published)
 
@@ -93,33 +108,38 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
     pairs = likelihood_pairs_table(res)
     convergence = convergence_table(res.curves, res.variants)
     matched = matched_compute_table(res.curves, res.variants)
+    endpoint = endpoint_table(res)
+    seeds_tab = per_seed_table(res)
+    errors: list[str] = []
+    if from_tables is not None:
+        return _write_from_tables(res, out, [lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, convergence, matched, endpoint, seeds_tab], errors)
     est_std = estimator_std_table(res)
     claims = claims_table(Path(results) / CLAIMS_FILE)
-    errors: list[str] = []
     # The gauge split of every learned F (from likelihood.json): one frame serves the table and the figures.
     gauge_data = gauge_frame(res, config, errors)
     gauge_tab = gauge_table(gauge_data, res)
     compression = compression_table(results, pub)
     # Every table once, in the order of outputs.TABLES (the report rule's outputs and README list them from there).
-    built = {t.name: t for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, gauge_tab, compression, convergence, matched)}
+    built = {t.name: t for t in (lik, bpd_T, fid, few, best, comp, pairs, gauge_comp, est_std, claims, gauge_tab, compression, convergence, matched, endpoint, seeds_tab)}
     if set(built) != set(TABLES):
         raise AssertionError(f"tables built {sorted(built)} differ from ndm.report.outputs.TABLES {sorted(TABLES)}")
     written: list[Path] = []
     for name in TABLES:
         written += write_table(built[name], out / "tables")
+    written += write_seed_sidecars(res, out / "tables")
 
     fig_dir = out / "figures"
     units = _units(res)
-    written += _safe("fid_vs_nfe", figures.fid_vs_nfe_figure, few.data, fig_dir / "fid_vs_nfe.png", errors=errors)
     written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
     written += _safe("schedules", figures_models.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
     written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
     written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
     samplers = {d: samplers_of(config, d) for d in res.datasets}
     for d in res.datasets:
+        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, few.data, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
         written += _safe(f"transforms_{d}", figures_models.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
         written += _safe(f"gauge_{d}", gauge_figure, gauge_data, d, fig_dir / f"gauge_{d}.png", errors=errors)
-        for s in samplers[d]:
+        for s in sample_figure_samplers(config, d):
             written += _safe(f"samples_{d}_{s}", figures_models.samples_figure, res, config, d, s, fig_dir / f"samples_{d}_{s}.png", errors=errors)
 
     answers = answer(comp.data, res.datasets)
@@ -129,7 +149,7 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
     from ndm.report.summary import answer_summary
 
     reviewer = reviewer_lines(res, config, few.data, comp.data, pairs.data, gauge_comp.data, gauge_tab.data, convergence.data)
-    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data, pairs=pairs.data)
+    summary = answer_summary(res, comp.data, few.data, gauge_comp.data, gauge_tab.data, pairs=pairs.data, endpoint=endpoint.data)
     written.append(
         write_readme(out, res, TABLES, figure_names(config), samplers, answers, pub_path, pub, str(results), claims=claims.data, reviewer=reviewer, summary=summary)
     )
@@ -145,4 +165,22 @@ def _compile(config: dict, results: str | Path, out: str | Path, published: str 
     }
 
 
-__all__ = ["compile_report"]
+def _write_from_tables(res: Results, out: Path, tables: list, errors: list[str]) -> dict[str, Any]:
+    """The tables-only compile: the per-seed tables' derived tables and the figures drawn from them."""
+    built = {t.name: t for t in tables}
+    if set(built) != set(FROM_TABLES):
+        raise AssertionError(f"tables-only compile built {sorted(built)}, expected {sorted(FROM_TABLES)}")
+    written: list[Path] = []
+    for name in FROM_TABLES:
+        written += write_table(built[name], out / "tables")
+    fig_dir = out / "figures"
+    units = _units(res)
+    for d in res.datasets:
+        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, built["few_step"].data, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
+    written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, built["bpd_vs_T"].data, units, fig_dir / "bpd_vs_T.png", errors=errors)
+    written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
+    written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
+    return {"out": str(out), "files": len(written), "rows": {name: len(built[name].data) for name in FROM_TABLES}, "figure_errors": errors, "from_tables": True}
+
+
+__all__ = ["FROM_TABLES", "compile_report"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ndm.report.fewstep import BEST, best_sampler_rows
+from ndm.report.roles import roles
 from ndm.report.style import (
     metric_label,
     message_figure,
@@ -62,19 +62,20 @@ def figure_header(fig, title: str, handles: list, labels: list[str] | None = Non
     fig.tight_layout(rect=(0, 0, 1, 1.0 - (title_h + legend_h + 0.05) / height))
 
 
-def _log_axis(ax, axis: str, values: np.ndarray) -> None:
-    """A log axis labelled with plain numbers (ticks at the data's values when few, else 1-2-5)."""
+def _log_axis(ax, axis: str, values: np.ndarray, data_ticks: bool = True) -> None:
+    """A log axis labelled with plain numbers (ticks at the data's values when few and
+    data_ticks, else 1-2-5: a continuous quantity such as FLOPs has no round values to mark)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     values = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=float)
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    fmt = FuncFormatter(lambda v, _: f"{v:.3g}")
     ticks: list[float] = []
     for v in np.unique(values):  # one tick for values within 25 % (NFE 5 and 6, 25 and 26: steps, steps + 1)
         if not ticks or v > 1.25 * ticks[-1]:
             ticks.append(float(v))
-    if axis == "x" and 0 < len(ticks) <= 8:
+    if data_ticks and axis == "x" and 0 < len(ticks) <= 8:
         a.set_major_locator(FixedLocator(ticks))
     else:
         a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -101,49 +102,67 @@ def _units_label(units: str | None) -> str:
 # ------------------------------------------------------------------ FD vs NFE
 
 
-def fid_vs_nfe_figure(few: pd.DataFrame, path: Path) -> list[Path]:
-    """Frechet distance versus NFE: a row per (dataset, metric), a column per sampler, a line per variant.
+def envelope_rows(few: pd.DataFrame) -> pd.DataFrame:
+    """Each variant's lower envelope of the mean over seeds: per (dataset, metric, variant) and each
+    NFE N in the data, the row with the lowest value among the samplers and grids with NFE <= N
+    (`envelope_sampler` names it). The figure's "best at NFE N"; the primary endpoint makes the
+    same choice per seed-mean of the log (ndm.report.endpoint)."""
+    cols = list(few.columns) + ["envelope_nfe", "envelope_sampler"]
+    valid = few[np.isfinite(few["value"].astype(float)) & np.isfinite(few["nfe"].astype(float))] if not few.empty else few
+    out = []
+    for _, g in valid.groupby(["dataset", "metric", "variant"], sort=False):
+        for n in sorted(g["nfe"].unique()):
+            best = g[g["nfe"] <= n + 1e-9].sort_values(["value", "sampler"], kind="stable").iloc[0]
+            out.append({**best.to_dict(), "envelope_nfe": float(n), "envelope_sampler": f"{best['sampler']} x{int(best['steps'])}"})
+    return pd.DataFrame(out, columns=cols)
 
-    With more than one sampler a last column "best" draws each variant at its best sampler per
-    NFE (ndm.report.fewstep.best_sampler_rows), each point labelled with that sampler.
-    """
+
+def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None, floors: dict | None = None) -> list[Path]:
+    """Sample quality versus NFE for one dataset: a row per metric (at most three), the lower
+    envelope over samplers and grids against NFE (left) and against network GFLOPs per sample
+    (right), the data floor as a band, the report's highlighted models (NDM and its two closest
+    baselines) in colour and every other model muted."""
+    few = few[few["dataset"] == dataset] if dataset is not None and not few.empty else few
+    title = f"{dataset}: sample quality versus NFE" if dataset else "Sample quality versus NFE"
     if few.empty:
-        return message_figure(path, "Frechet distance versus NFE", ["No sample results yet (no fid/<sampler>.json files)."])
+        return message_figure(path, title, ["No sample results yet (no fid/<sampler>.json files)."])
     plt = pyplot()
-    rows = few[["dataset", "metric"]].drop_duplicates().values.tolist()
-    samplers = list(dict.fromkeys(few["sampler"]))
-    if len(samplers) > 1:
-        few = pd.concat([few.assign(best_sampler=None), best_sampler_rows(few)], ignore_index=True)
-        samplers.append(BEST)
-    # The last column puts the best sampler on a compute axis: network FLOPs per sample, x_hat
-    # and F together, so NDM's per-step cost of F is visible (absent for results without FLOPs).
-    flops_panel = BEST in samplers and "flops_per_sample" in few.columns and np.isfinite(few["flops_per_sample"].astype(float)).any()
-    fig, axes = facet_axes(plt, len(rows), len(samplers) + int(flops_panel))
+    metrics = sorted(few["metric"].unique(), key=lambda m: (not m.startswith("f"), m))[:3]
+    env = envelope_rows(few)
+    flops = "flops_per_sample" in env.columns and np.isfinite(env["flops_per_sample"].astype(float)).any()
+    fig, axes = facet_axes(plt, len(metrics), 2 if flops else 1, w=5.2, h=3.6)
     variants = sort_variants(few["variant"].unique().tolist())
-    for i, (dataset, metric) in enumerate(rows):
-        for j, sampler in enumerate(samplers):
+    highlight = [v for v in roles().highlight if v in variants]
+    order = [v for v in variants if v not in highlight] + highlight  # highlighted drawn last, on top
+    for i, metric in enumerate(metrics):
+        sub = env[env["metric"] == metric]
+        for j, (x_col, x_label) in enumerate([("envelope_nfe", "NFE budget N (x̂ evaluations; best over samplers and grids with NFE <= N)"),
+                                              ("flops_per_sample", "GFLOPs per sample (x̂ and F, JVPs included)")][: 2 if flops else 1]):  # fmt: skip
             ax = axes[i][j]
-            sub = few[(few["dataset"] == dataset) & (few["metric"] == metric) & (few["sampler"] == sampler)]
-            if sub.empty:
-                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
-            for k, v in enumerate(variants):
-                s = sub[sub["variant"] == v].sort_values("nfe")
+            floor = (floors or {}).get((dataset, metric))
+            if floor:
+                lo = floor["floor_mean"] - (floor.get("floor_std") or 0.0)
+                hi = floor["floor_mean"] + (floor.get("floor_std") or 0.0)
+                ax.axhspan(lo, hi, color="0.85", zorder=0) if hi > lo else ax.axhline(floor["floor_mean"], color="0.6", linestyle="--", zorder=0)
+            for v in order:
+                s = sub[sub["variant"] == v].sort_values(x_col)
                 if s.empty:
                     continue
-                dodge = 1.0 + 0.025 * (k - (len(variants) - 1) / 2)  # overlapping error bars side by side
-                ax.errorbar(s["nfe"] * dodge, s["value"], yerr=s["se"].fillna(0), color=variant_color(v), marker=variant_marker(v), capsize=3, linewidth=1.8, markersize=5)
-                if sampler == BEST:
-                    for x, y, name in zip(s["nfe"] * dodge, s["value"], s["best_sampler"]):
-                        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=variant_color(v))
-            _log_axis(ax, "x", sub["nfe"].to_numpy())
-            if not sub.empty:
-                _value_axis(ax, sub["value"].to_numpy())
-            ax.set_xlabel("NFE (x̂ network evaluations)")
-            ax.set_ylabel(metric_label(metric))
-            ax.set_title(f"{dataset} · {sampler}" if sampler != BEST else f"{dataset} · best sampler per NFE")
-        if flops_panel:
-            _flops_panel(axes[i][len(samplers)], few[(few["dataset"] == dataset) & (few["metric"] == metric) & (few["sampler"] == BEST)], variants, dataset, metric)
-    figure_header(fig, "Sample quality versus number of function evaluations (lower is better)", legend_handles(variants, plt), ncol=8, legend_title="variant (error bars: ± 1 standard error)")
+                x = s[x_col] / (1e9 if x_col == "flops_per_sample" else 1.0)
+                strong = v in highlight
+                ax.errorbar(x, s["value"], yerr=s["se"].fillna(0), color=variant_color(v) if strong else "0.7", marker=variant_marker(v),
+                            capsize=2, linewidth=2.0 if strong else 0.9, markersize=4 if strong else 3, zorder=3 if strong else 2)  # fmt: skip
+            _log_axis(ax, "x", (sub[x_col] / (1e9 if x_col == "flops_per_sample" else 1.0)).to_numpy(), data_ticks=x_col != "flops_per_sample")
+            _value_axis(ax, np.concatenate([sub["value"].to_numpy(), [floor["floor_mean"]] if floor else []]))
+            ax.set_xlabel(x_label, fontsize=8)
+            ax.set_ylabel(metric_label(metric), fontsize=8)
+            ax.set_title(f"{metric}: lower envelope" + (" vs compute" if j else ""), fontsize=9)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = legend_handles(highlight, plt) + [Line2D([], [], color="0.7", linewidth=0.9, label="other variants")] * bool(set(variants) - set(highlight))
+    handles += [Patch(color="0.85", label="data floor (± sd)")]
+    figure_header(fig, f"{title} (lower is better; error bars ± 1 se across seeds)", handles, ncol=6)
     return save_figure(fig, path)
 
 

@@ -13,20 +13,29 @@ def samplers_of(config: dict, dataset: str) -> list[str]:
         return []
 
 
+def sample_figure_samplers(config: dict, dataset: str) -> list[str]:
+    """The samplers with a sample-grid figure: each sampler on its own grid once (the plain
+    name, uniform-t), not every grid it also runs on (the study's 12 sampler-grid pairs)."""
+    samplers = samplers_of(config, dataset)
+    plain = [s for s in samplers if "@" not in s]
+    return plain + [s for s in samplers if "@" in s and s.split("@")[0] not in plain]
+
+
 TABLES = [
     "likelihood", "bpd_vs_T", "fid", "few_step", "few_step_best", "few_step_comparison", "likelihood_pairs", "gauge_comparison",
-    "estimator_std", "claims", "gauge", "compression", "convergence", "matched_compute",
+    "estimator_std", "claims", "gauge", "compression", "convergence", "matched_compute", "primary_endpoint", "per_seed",
 ]  # fmt: skip
-GLOBAL_FIGURES = ["fid_vs_nfe", "bpd_vs_T", "schedules", "training_curves", "convergence"]
+GLOBAL_FIGURES = ["bpd_vs_T", "schedules", "training_curves", "convergence"]
 
 
 def figure_names(config: dict) -> list[str]:
     """Every figure's name (without extension) for this config."""
     datasets = list((config.get("datasets") or {}).keys())
     names = list(GLOBAL_FIGURES)
+    names += [f"fid_vs_nfe_{d}" for d in datasets]
     names += [f"transforms_{d}" for d in datasets]
     names += [f"gauge_{d}" for d in datasets]
-    names += [f"samples_{d}_{s}" for d in datasets for s in samplers_of(config, d)]
+    names += [f"samples_{d}_{s}" for d in datasets for s in sample_figure_samplers(config, d)]
     return names
 
 
@@ -34,8 +43,10 @@ def report_outputs(config: dict) -> list[str]:
     """Files compile_report writes, relative to its out directory."""
     files = ["README.md"]
     files += [f"tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
+    # the tables-only report's inputs beside per_seed.csv (ndm.report.per_seed)
+    files += ["tables/per_seed_train.csv", "tables/per_seed_curves.csv", "tables/per_seed_meta.json"]
     files += [f"figures/{f}.png" for f in figure_names(config)]  # one format per figure: PNG
     return files
 
 
-__all__ = ["TABLES", "GLOBAL_FIGURES", "figure_names", "report_outputs", "samplers_of"]
+__all__ = ["TABLES", "GLOBAL_FIGURES", "figure_names", "report_outputs", "sample_figure_samplers", "samplers_of"]

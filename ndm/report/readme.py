@@ -20,6 +20,8 @@ TABLE_SENTENCES = {
     "few_step": "Frechet distances (and the T-step NELBO) versus NFE for every variant and sampler: the few-step study.",
     "few_step_best": "Per variant and NFE, the sampler with the lowest Frechet distance (each model sampled with its best solver).",
     "few_step_comparison": "NDM minus DDPM / VDM at each NFE, paired by seed, with its interval at the row's Holm level, the seeds behind it and a verdict (3 seeds needed; borderline: p_holm in [0.05, 0.20)).",
+    "primary_endpoint": "the pre-registered primary endpoints (docs/protocol.md): ndm against each baseline on the few-step lower envelope and the test NELBO, with the difference and TOST intervals at the row's Holm level, the margin, the minimum detectable effects and the verdict.",
+    "per_seed": "every per-seed number (sample metrics per sampler, grid and step count; test likelihoods) behind the report's means and verdicts; the rows are in the CSV.",
     "likelihood_pairs": "every paired test-likelihood comparison the README states (NDM against each baseline, ndm@compute against DDPM, ndm@gauge against NDM, the ODE NLL), with its interval at the row's Holm level, p and Holm-adjusted p over the dataset's comparisons, and the verdict.",
     "gauge_comparison": "F in the reference gauge (ndm@gauge) minus the paper's F (ndm) at each NFE and for the T-step NELBO, paired by seed (empty when the config has no gauge-fixed copy).",
     "convergence": "each variant's final test NELBO (from the curve logged every train.eval_every steps) and what the last quarter of training still gained: whether the models compared have converged.",
@@ -33,13 +35,15 @@ TABLE_SENTENCES = {
 
 def figure_sentences(datasets: list[str], samplers: dict[str, list[str]]) -> dict[str, str]:
     out = {
-        "fid_vs_nfe": "Frechet distance versus NFE (log axes), a line per variant, a panel per dataset/metric and sampler; then each variant's best sampler per NFE, and the same against network GFLOPs per sample (x̂ and F), where NDM's cost of F shows.",
         "bpd_vs_T": "NELBO versus the number of steps T per dataset; dashed lines are the continuous-time NELBO, stars the published values.",
         "schedules": "the learned noise schedules γ(t) of vdm and ndm-vdm (one line per seed) over the fixed schedules of the other variants.",
         "training_curves": "training loss (bits/dim) versus step per dataset and variant.",
         "convergence": "the EMA model's test NELBO during training, versus steps and versus training FLOPs, mean over seeds with a standard-error band (empty without train.eval_every).",
     }
     for d in datasets:
+        out[f"fid_vs_nfe_{d}"] = (f"{d}: each sample metric (a row) of every variant's lower envelope (the best sampler and grid with NFE <= N) "
+                                  "against the NFE budget and against network GFLOPs per sample (x̂ and F, where NDM's cost of F shows), "
+                                  "the data floor as a grey band, the highlighted models in colour and the others muted.")
         out[f"transforms_{d}"] = f"the transformation F(x, t) at t = 0, 0.25, 0.5, 0.75, 1 of the variants with a non-identity F, on {d} test data."
         out[f"gauge_{d}"] = f"the learned F's input-independent offset c(t) versus its input-dependent part (rms of F(x, t) − x and of dF/dt) over t, on {d} test data."
         for s in samplers.get(d, []):
@@ -58,6 +62,8 @@ def run_time_lines(results: Path) -> list[str]:
         try:
             w = json.loads(wall.read_text())
             lines.append(f"Measured wall time of the whole DAG: {w['wall_s'] / 60:.1f} min ({w['wall_s']:.0f} s, {w.get('cores', '?')} cores, {w.get('started', '')} to {w.get('ended', '')}, {w.get('host', '')}).")
+            if w.get("note"):
+                lines.append(str(w["note"]))
         except (OSError, ValueError, KeyError, TypeError):
             pass
     per_rule: dict[str, list[float]] = {}
@@ -80,8 +86,10 @@ def _seeds_text(res: Results) -> str:
     for d in res.datasets:
         seeds = res.seeds_of(d)
         multi = [v for v in res.variants if res.seeds_of(d, v) == seeds]
-        # datasets.<name>.multi_seed_variants: the other models ran the first seed only
-        name = d if len(seeds) < 2 or len(multi) == len(res.variants) else f"{d}: {', '.join(multi)}; its other models seed {seeds[0]} only"
+        # datasets.<name>.multi_seed_variants / seed_counts: the other models ran fewer seeds
+        fewer = {v: res.seeds_of(d, v) for v in res.variants if v not in multi}
+        others = "; ".join(f"{v} seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))}" for v, ss in fewer.items())
+        name = d if len(seeds) < 2 or not fewer else f"{d}: {', '.join(multi)}; {others}"
         groups.setdefault(tuple(seeds), []).append(name)
     if len(groups) <= 1 and all(":" not in n for names in groups.values() for n in names):
         return ", ".join(map(str, res.seeds))
@@ -179,7 +187,7 @@ def write_readme(
         "paired by training seed, with an interval across seeds at the row's Holm level; NDM is called better or worse only when the comparison's NFEs, judged together "
         "(Holm, family-wise 5% per dataset, baseline, sampler and metric), leave that NFE significant. "
         "With one seed the interval [in brackets] is the within-run one, which ignores training variance, and no variant is called better. "
-        "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panel of figures/fid_vs_nfe).",
+        "NFE counts x̂ evaluations; NDM also evaluates F at every step, whose cost depends on F's size (flops_per_sample in tables/few_step and the GFLOPs panels of figures/fid_vs_nfe_<dataset>).",
         "",
     ]
     if roles().model not in res.variants:

@@ -38,9 +38,33 @@ from ndm.report.likelihood_pairs import (
     verdict_label,
 )
 from ndm.report.table_format import fmt_diff, fmt_num
-from ndm.report.verdicts import BEST, BETTER, NELBO_METRIC, TIE, WORSE
+from ndm.report.verdicts import BEST, BETTER, NELBO_METRIC, TIE, WORSE, ci_label
 
 HOLM_NOTE = "judged together with the dataset's other test-NELBO comparisons (Holm, family-wise 5%; tables/likelihood_pairs)"
+
+
+def endpoint_sentence(endpoint: pd.DataFrame | None, dataset: str) -> str | None:
+    """Sentence 0: the pre-registered primary endpoints (tables/primary_endpoint), each comparison
+    with its estimate, difference interval, verdict and minimum detectable effect."""
+    if endpoint is None or endpoint.empty:
+        return None
+    sub = endpoint[endpoint["dataset"] == dataset]
+    if sub.empty:
+        return None
+    parts = []
+    for (kind, metric), g in sub.groupby(["endpoint", "metric"], sort=False):
+        cells = []
+        for r in g.itertuples(index=False):
+            if not np.isfinite(r.diff):
+                cells.append(f"vs {r.baseline}: {r.verdict}")
+                continue
+            ratio = f"x{fmt_num(r.ratio)} " if np.isfinite(r.ratio) else ""
+            interval = f" [{fmt_diff(r.ci_low)}, {fmt_diff(r.ci_high)}] {ci_label(r.ci_level)}" if np.isfinite(r.ci_low) else ""
+            mde = f"; MDE {fmt_num(r.mde)}" if np.isfinite(r.mde) else ""
+            cells.append(f"vs {r.baseline} {ratio}({fmt_diff(r.diff)}{interval}, {int(r.n_seeds)} seeds): {r.verdict} (margin ±{fmt_num(r.margin)}{mde})")
+        what = f"few-step {metric} (lower envelope over samplers and grids, NFE {', '.join(map(str, roles().endpoint.nfes))}; log ratio)" if kind == "few-step" else "test NELBO (bits/dim)"
+        parts.append(f"{what}: " + "; ".join(cells))
+    return "**Primary endpoints** (pre-registered, docs/protocol.md; tables/primary_endpoint). " + ". ".join(parts) + "."
 
 
 def likelihood_sentence(pairs: pd.DataFrame, dataset: str) -> str | None:
@@ -182,6 +206,7 @@ def answer_summary(
     gauge_comparison: pd.DataFrame | None = None,
     gauge: pd.DataFrame | None = None,
     pairs: pd.DataFrame | None = None,
+    endpoint: pd.DataFrame | None = None,
 ) -> dict[str, list[str]]:
     """Per dataset, the sentences that are there (empty when NDM has no results). pairs: the
     likelihood_pairs frame (computed from res when not given)."""
@@ -193,7 +218,7 @@ def answer_summary(
     gauge = gauge if gauge is not None else pd.DataFrame()
     for d in res.datasets:
         sentences = [
-            likelihood_sentence(pairs, d), few_step_sentence(comparison, d), compute_sentence(pairs, few, d),
+            endpoint_sentence(endpoint, d), likelihood_sentence(pairs, d), few_step_sentence(comparison, d), compute_sentence(pairs, few, d),
             gauge_sentence(pairs, gauge_comparison, gauge, d),
         ]  # fmt: skip
         sentences = [s for s in sentences if s]
@@ -202,4 +227,4 @@ def answer_summary(
     return out
 
 
-__all__ = ["answer_summary", "compute_sentence", "few_step_sentence", "gauge_sentence", "likelihood_sentence"]
+__all__ = ["answer_summary", "compute_sentence", "endpoint_sentence", "few_step_sentence", "gauge_sentence", "likelihood_sentence"]
