@@ -1,4 +1,4 @@
-"""Recompute a compiled report's means from its per-seed table (tables/per_seed.csv): shared by
+"""Recompute a compiled report's means from its per-seed table (tables/per_seed.csv.gz): shared by
 tests/test_report.py (a report compiled in the test) and tests/test_per_seed.py (the committed
 reports)."""
 
@@ -13,8 +13,8 @@ import pandas as pd
 
 def check_means_from_per_seed(tables: Path) -> int:
     """Assert that every NELBO mean in likelihood.csv and every value in few_step.csv is the mean
-    over seeds of per_seed.csv (and its se the across-seed one where 2+ seeds); returns the rows checked."""
-    seeds = pd.read_csv(tables / "per_seed.csv")
+    over seeds of per_seed.csv.gz (and its se the across-seed one where 2+ seeds); returns the rows checked."""
+    seeds = pd.read_csv(tables / "per_seed.csv.gz")
     checked = 0
     lik = pd.read_csv(tables / "likelihood.csv")
     for r in lik.itertuples(index=False):

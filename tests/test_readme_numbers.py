@@ -6,6 +6,7 @@ README prints it, so an edited table or a stale sentence fails here.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -13,23 +14,11 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-STUDY_GAUGE = REPO / "reports/study/tables/gauge.csv"
 
 
 def _paragraph(start: str) -> str:
     i = README.index(start)
     return README[i : README.index("\n\n", i)]
-
-
-def test_study_ndm_offset_not_map_numbers_come_from_gauge_csv():
-    text = " ".join(_paragraph("**What the committed study's NDM learned").split())
-    g = pd.read_csv(STUDY_GAUGE)
-    ndm = g[(g["variant"] == "ndm") & (g["gauge"] == "none")].set_index(["dataset", "t"])
-    digits = ndm.loc["digits"]
-    assert f"{digits['input_rms'].min():.3f}-{digits['input_rms'].max():.3f} rms" in text
-    assert f"offsets up to {digits['offset_rms'].max():.1f}" in text
-    toy = ndm.loc["toy2d"]["input_rms"]
-    assert toy.max() < 3e-4 and "about 1e-4" in text  # 7e-5 to 2.7e-4
 
 
 F_LEARNING = REPO / "reports/f_learning/tables/f_learning.csv"
@@ -78,3 +67,31 @@ def test_default_run_time_numbers_come_from_the_committed_report():
     assert secs == int(total) and train == per_rule["train"] and sampling == per_rule["sample_grid"]
     assert lik == per_rule["evaluate_likelihood"] and refs == per_rule["reference_stats"] and comp == per_rule["evaluate_compression"]
     assert inception < refs
+
+
+STUDY = REPO / "reports/study"
+
+
+def test_study_answer_numbers_come_from_the_primary_endpoint_table():
+    """Every primary-endpoint phrase of README's study answer is the committed table's row, in the
+    format of tests/study_readme_format.py; the answer names the control and the MDE."""
+    from study_readme_format import endpoint_phrase, nelbo_mean
+
+    text = " ".join(README[README.index("What it says:") : README.index("**What changed from the first edition**")].split())
+    t = pd.read_csv(STUDY / "tables/primary_endpoint.csv")
+    quoted = [r for r in t.to_dict("records") if r["baseline"] in ("vdm-fixed", "ddpm") or r["dataset"] == "digits"]
+    for r in quoted:
+        phrase = endpoint_phrase(r)
+        assert phrase in text, (r["dataset"], r["endpoint"], r["baseline"], phrase)
+    assert "vdm-fixed" in text and "MDE" in text
+    lik = pd.read_csv(STUDY / "tables/likelihood.csv").set_index(["dataset", "variant"])
+    assert f"({nelbo_mean(lik.loc[('digits', 'ndm')])} against {nelbo_mean(lik.loc[('digits', 'vdm-fixed')])})" in text
+    toy = t[(t["dataset"] == "toy2d") & (t["endpoint"] == "few-step") & (t["baseline"] == "vdm-fixed")].iloc[0]
+    assert f"x{math.exp(toy['mde_equivalence']):.2f}, and reaching ±10% would take about {round((toy['mde_equivalence'] / toy['margin']) ** 2)} times" in text
+
+
+def test_study_wall_time_in_readme_is_the_measured_one():
+    report = (STUDY / "README.md").read_text()
+    minutes = re.search(r"Measured wall time of the whole DAG: ([\d.]+) min", report).group(1)
+    assert float(minutes) <= 150
+    assert f"configs/study.yaml: {minutes} min measured on 2 cores" in README and f"The measured wall time, {minutes} minutes" in " ".join(README.split())

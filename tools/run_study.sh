@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then run the few-step study (configs/study.yaml) on all local cores and record its
 # measured wall time: reports in reports/study/, everything else in results/study/.
-# About 112 min on 2 cores (measured 2026-12-02, configs/study.yaml header); each run's
+# About 129 min on 2 cores (second edition, measured 2026-12-07: reports/study/README.md); each run's
 # measured time goes to results/study/wall_time.json and reports/study/README.md ("Run time").
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -42,8 +42,8 @@ def figure_names(config: dict) -> list[str]:
 def report_outputs(config: dict) -> list[str]:
     """Files compile_report writes, relative to its out directory."""
     files = ["README.md"]
-    files += [f"tables/{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-    # the tables-only report's inputs beside per_seed.csv (ndm.report.per_seed)
+    files += [f"tables/{t}.{ext}" for t in TABLES for ext in ("csv.gz" if t in ("per_seed",) else "csv", "md", "tex")]
+    # the tables-only report's inputs beside per_seed.csv.gz (ndm.report.per_seed)
     files += ["tables/per_seed_train.csv", "tables/per_seed_curves.csv", "tables/per_seed_meta.json"]
     files += [f"figures/{f}.png" for f in figure_names(config)]  # one format per figure: PNG
     return files

@@ -1,5 +1,5 @@
 """tables/per_seed: every per-seed number the report's means, intervals and verdicts come from,
-one row per (dataset, variant, seed, metric, sampler, time grid, steps): the sample metrics of
+one row per (dataset, variant, seed, metric, sampler, time grid, steps), in per_seed.csv.gz: the sample metrics of
 every sampler and step count, the continuous-time and T-step test NELBO and the ODE NLL.
 
 results/ is not committed; this table is, so a reader can recompute any mean or paired
@@ -21,7 +21,7 @@ from ndm.report.table_format import Table
 
 COLUMNS = ["dataset", "variant", "seed", "metric", "sampler", "time_grid", "steps", "nfe", "nfe_F", "flops_per_sample", "value", "se", "n",
            "se_method", "feature_extractor", "units"]  # fmt: skip
-# Beside per_seed.csv, what the tables-only report (`ndm report --from-tables`) needs besides the
+# Beside per_seed.csv.gz, what the tables-only report (`ndm report --from-tables`) needs besides the
 # per-seed numbers: the training summaries, the test-NELBO curves and the run metadata.
 TRAIN_FILE, CURVES_FILE, META_FILE = "per_seed_train.csv", "per_seed_curves.csv", "per_seed_meta.json"
 LIKELIHOOD_METRICS = {"nelbo": "nelbo_bpd", "nll_ode": "nll_ode_bpd"}
@@ -67,7 +67,7 @@ def per_seed_table(res: Results) -> Table:
             "samplers": g["sampler"].apply(lambda m: str(len({x for x in m if x}))),
         }).reset_index()  # fmt: skip
     notes = [
-        "One row per (dataset, variant, seed, metric, sampler, time grid, steps) in per_seed.csv: the sample metrics (value with its "
+        "One row per (dataset, variant, seed, metric, sampler, time grid, steps) in per_seed.csv.gz (gzipped CSV): the sample metrics (value with its "
         "within-run standard error se and the sample count n) and the test likelihoods (nelbo_bpd: continuous time; nelbo_T_bpd at "
         "steps = T; nll_ode_bpd), from which every mean, interval and verdict of this report can be recomputed.",
         "This view lists what the CSV holds per model.",
@@ -99,10 +99,10 @@ def results_from_tables(tables: Path) -> Results:
     from ndm.report.collect import FD_COLUMNS, LIKELIHOOD_COLUMNS, _frame
 
     tables = Path(tables)
-    missing = [f for f in ("per_seed.csv", TRAIN_FILE, CURVES_FILE, META_FILE) if not (tables / f).exists()]
+    missing = [f for f in ("per_seed.csv.gz", TRAIN_FILE, CURVES_FILE, META_FILE) if not (tables / f).exists()]
     if missing:
         raise FileNotFoundError(f"{tables} lacks {', '.join(missing)}: compile the report from results/ once (ndm report --results ...) to write them")
-    rows = pd.read_csv(tables / "per_seed.csv", keep_default_na=False, na_values=[""])
+    rows = pd.read_csv(tables / "per_seed.csv.gz", keep_default_na=False, na_values=[""])
     meta = json.loads((tables / META_FILE).read_text())
     is_fd = rows["sampler"].fillna("").astype(str) != ""
     fd = rows[is_fd].rename(columns={"se": "stderr", "se_method": "stderr_method", "n": "n_samples"})

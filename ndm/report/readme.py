@@ -205,7 +205,8 @@ def write_readme(
     lines += _claims_lines(claims)
     lines += ["## Tables", "", "Each as CSV (numbers), Markdown and LaTeX (formatted) under `tables/`.", ""]
     for name in tables:
-        lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{name}.csv), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
+        csv = f"{name}.csv.gz" if name == "per_seed" else f"{name}.csv"
+        lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{csv}), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
     lines += ["", "## Figures", "", "PNG (PDF beside each) under `figures/`; a variant has the same colour in every figure.", ""]
     sentences = figure_sentences(res.datasets, samplers)
     for name in figures:
