@@ -305,20 +305,26 @@ def test_every_shipped_config_is_valid(name):
         assert run.seed == s
 
 
-def test_study_runs_three_seeds_of_the_answering_variants():
-    """configs/study.yaml: 3 seeds of ddpm, vdm-fixed, vdm, ndm, ndm-vdm and flow on both datasets
-    (issue 14), the matched controls present, and ndm@compute trained for fewer steps than DDPM
-    (the FLOPs arithmetic itself is in the config's header; the study's convergence table shows
-    the GFLOPs each run spent)."""
+def test_study_runs_eight_seeds_of_the_primary_trio():
+    """configs/study.yaml, second edition: 8 seeds of ddpm, vdm-fixed and ndm on both datasets
+    (datasets.<name>.seed_counts gives vdm its first 3), digits' ndm with the U-Net F of the F
+    sweep (x_hat's U-Net) and toy2d's with an MLP F; a seed count outside 1..len(seeds) is refused."""
     from ndm.pipeline.config import run_seeds
+    from ndm.pipeline.config_check import check_pipeline_config
 
     study = yaml.safe_load((REPO / "configs/study.yaml").read_text())
-    assert {"ddpm@params", "vdm@params", "ndm@compute", "ndm@gauge"} <= set(study["variants"])
     for d in study["datasets"]:
-        for v in ("ddpm", "vdm-fixed", "vdm", "ndm", "ndm-vdm", "flow"):
-            assert len(run_seeds(study, d, v)) == 3, (d, v)
-        ddpm, compute = resolve_run_config(study, d, "ddpm", 0), resolve_run_config(study, d, "ndm@compute", 0)
-        assert compute.train.steps < ddpm.train.steps
+        for v in ("ddpm", "vdm-fixed", "ndm"):
+            assert run_seeds(study, d, v) == list(range(8)), (d, v)
+        assert run_seeds(study, d, "vdm") == [0, 1, 2]
+    digits = resolve_run_config(study, "digits", "ndm", 0)
+    assert digits.model.transform_network.kind == "unet" and digits.model.network.kind == "unet"
+    toy_f = resolve_run_config(study, "toy2d", "ndm", 0).model.transform_network
+    assert toy_f is None or toy_f.kind == "mlp"  # None: the default F, an MLP
+    check_pipeline_config(study, SCHEMA)
+    bad = {**study, "datasets": {**study["datasets"], "toy2d": {**study["datasets"]["toy2d"], "seed_counts": {"vdm": 9}}}}
+    with pytest.raises(ConfigError, match=r"datasets.toy2d.seed_counts.vdm must be a whole number from 1 to the dataset's 8 seeds"):
+        check_pipeline_config(bad, SCHEMA)
 
 
 def closed_str_fields(cls, where="") -> list[str]:

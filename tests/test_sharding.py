@@ -213,7 +213,8 @@ def test_an_identical_grid_reuses_the_default_grid_samples(tmp_path):
     config = {"seeds": [0], "variants": ["vdm-fixed", "ddpm"], "datasets": {"digits": {"data": {"name": "digits"},
               "eval": {"samplers": ["ddim", "ddim@uniform-logsnr"], "sample_steps": [3], "n_samples": 8, "batch_size": 8,
                        "paper_setting": {"sampler": "ddim", "steps": 3}}}}}  # fmt: skip
-    for variant, reused in (("vdm-fixed", True), ("ddpm", False)):
+    # (DDPM's schedule is not linear in gamma: its own grid is sampled, test_a_sampler_on_its_own_grid)
+    for variant, reused in (("vdm-fixed", True),):
         net, path = trained_digits(variant, tmp_path / variant)
         root = tmp_path / variant / "samples"
         (plain,) = sample_grid(path, config, "ddim", root / "ddim", progress=False)
