@@ -14,7 +14,9 @@ import pandas as pd
 def check_means_from_per_seed(tables: Path) -> int:
     """Assert that every NELBO mean in likelihood.csv and every value in few_step.csv is the mean
     over seeds of per_seed.csv.gz (and its se the across-seed one where 2+ seeds); returns the rows checked."""
-    seeds = pd.read_csv(tables / "per_seed.csv.gz")
+    from ndm.report.per_seed import SEEDS_FILE
+
+    seeds = pd.read_csv(tables / SEEDS_FILE)
     checked = 0
     lik = pd.read_csv(tables / "likelihood.csv")
     for r in lik.itertuples(index=False):

@@ -33,6 +33,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_samples",
     "frechet_from_features",
+    "features_for",
     "frechet_to_reference",
     "load_stats",
     "save_stats",
@@ -306,11 +307,17 @@ def frechet_to_reference(
     samples: Tensor, reference: FeatureStats, extractor: FeatureExtractor, *, n_bootstrap: int = 0, seed: int = 0
 ) -> FrechetResult:
     """Extract features of ``samples`` and compare with ``reference`` (ids must match)."""
+    return frechet_from_features(
+        features_for(samples, reference, extractor), reference, extractor.metric, extractor=extractor.id, n_bootstrap=n_bootstrap, seed=seed
+    )
+
+
+def features_for(samples: Tensor, reference: FeatureStats, extractor: FeatureExtractor) -> np.ndarray:
+    """The features of ``samples`` in ``reference``'s space (the extractor ids must match): one
+    extraction serves every statistic against that reference (FD, KID)."""
     if extractor.id != reference.extractor:
         raise ValueError(f"extractor {extractor.id!r} does not match reference stats from {reference.extractor!r}")
-    return frechet_from_features(
-        extractor(samples), reference, extractor.metric, extractor=extractor.id, n_bootstrap=n_bootstrap, seed=seed
-    )
+    return extractor(samples)
 
 
 class DataSpaceFeatures:

@@ -510,9 +510,7 @@ def evaluate_samples(
                 if subset.paper_setting_only and not paper:
                     continue
                 scored = samples if subset.samples is None else samples[: subset.samples]
-            if extractor.id != refs[name].extractor:
-                raise ValueError(f"extractor {extractor.id!r} does not match reference stats from {refs[name].extractor!r}")
-            features = extractor(scored)
+            features = metrics.features_for(scored, refs[name], extractor)
             res = metrics.frechet_from_features(features, refs[name], extractor.metric, extractor=extractor.id, n_bootstrap=n_bootstrap, seed=int(rec["seed"]))
             floor = refs[name].meta.get("floor")  # reference files written before floors existed have none
             entry["metrics"][res.metric] = {**res.to_dict(), **({"floor_mean": floor["mean"], "floor_std": floor["std"], "floor_n": floor["n"], "floor_source": floor["source"]} if floor else {})}

@@ -129,14 +129,10 @@ def _compile(config: dict, results: str | Path | None, out: str | Path, publishe
     written += write_seed_sidecars(res, out / "tables")
 
     fig_dir = out / "figures"
-    units = _units(res)
-    written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T.data, units, fig_dir / "bpd_vs_T.png", errors=errors)
+    written += _per_seed_figures(res, few.data, bpd_T.data, fig_dir, errors)
     written += _safe("schedules", figures_models.schedules_figure, res, config, fig_dir / "schedules.png", errors=errors)
-    written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
-    written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
     samplers = {d: samplers_of(config, d) for d in res.datasets}
     for d in res.datasets:
-        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, few.data, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
         written += _safe(f"transforms_{d}", figures_models.transforms_figure, res, d, fig_dir / f"transforms_{d}.png", errors=errors)
         written += _safe(f"gauge_{d}", gauge_figure, gauge_data, d, fig_dir / f"gauge_{d}.png", errors=errors)
         for s in sample_figure_samplers(config, d):
@@ -165,6 +161,19 @@ def _compile(config: dict, results: str | Path | None, out: str | Path, publishe
     }
 
 
+def _per_seed_figures(res: Results, few: pd.DataFrame, bpd_T: pd.DataFrame, fig_dir: Path, errors: list[str]) -> list[Path]:
+    """The figures drawn from per-seed numbers alone (both compiles draw them): few-step per
+    dataset, bits/dim versus T, training curves, convergence."""
+    units = _units(res)
+    written: list[Path] = []
+    for d in res.datasets:
+        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, few, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
+    written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, bpd_T, units, fig_dir / "bpd_vs_T.png", errors=errors)
+    written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
+    written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
+    return written
+
+
 def _write_from_tables(res: Results, out: Path, tables: list, errors: list[str]) -> dict[str, Any]:
     """The tables-only compile: the per-seed tables' derived tables and the figures drawn from them."""
     built = {t.name: t for t in tables}
@@ -173,13 +182,7 @@ def _write_from_tables(res: Results, out: Path, tables: list, errors: list[str])
     written: list[Path] = []
     for name in FROM_TABLES:
         written += write_table(built[name], out / "tables")
-    fig_dir = out / "figures"
-    units = _units(res)
-    for d in res.datasets:
-        written += _safe(f"fid_vs_nfe_{d}", figures.fid_vs_nfe_figure, built["few_step"].data, fig_dir / f"fid_vs_nfe_{d}.png", d, res.fd_floors, errors=errors)
-    written += _safe("bpd_vs_T", figures.bpd_vs_T_figure, built["bpd_vs_T"].data, units, fig_dir / "bpd_vs_T.png", errors=errors)
-    written += _safe("training_curves", figures.training_curves_figure, res.curves, units, fig_dir / "training_curves.png", errors=errors)
-    written += _safe("convergence", convergence_figure, res.curves, fig_dir / "convergence.png", errors=errors)
+    written += _per_seed_figures(res, built["few_step"].data, built["bpd_vs_T"].data, out / "figures", errors)
     return {"out": str(out), "files": len(written), "rows": {name: len(built[name].data) for name in FROM_TABLES}, "figure_errors": errors, "from_tables": True}
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ndm.report.fewstep import best_sampler_rows
 from ndm.report.roles import roles
 from ndm.report.style import (
     metric_label,
@@ -102,21 +103,6 @@ def _units_label(units: str | None) -> str:
 # ------------------------------------------------------------------ FD vs NFE
 
 
-def envelope_rows(few: pd.DataFrame) -> pd.DataFrame:
-    """Each variant's lower envelope of the mean over seeds: per (dataset, metric, variant) and each
-    NFE N in the data, the row with the lowest value among the samplers and grids with NFE <= N
-    (`envelope_sampler` names it). The figure's "best at NFE N"; the primary endpoint makes the
-    same choice per seed-mean of the log (ndm.report.endpoint)."""
-    cols = list(few.columns) + ["envelope_nfe", "envelope_sampler"]
-    valid = few[np.isfinite(few["value"].astype(float)) & np.isfinite(few["nfe"].astype(float))] if not few.empty else few
-    out = []
-    for _, g in valid.groupby(["dataset", "metric", "variant"], sort=False):
-        for n in sorted(g["nfe"].unique()):
-            best = g[g["nfe"] <= n + 1e-9].sort_values(["value", "sampler"], kind="stable").iloc[0]
-            out.append({**best.to_dict(), "envelope_nfe": float(n), "envelope_sampler": f"{best['sampler']} x{int(best['steps'])}"})
-    return pd.DataFrame(out, columns=cols)
-
-
 def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None, floors: dict | None = None) -> list[Path]:
     """Sample quality versus NFE for one dataset: a row per metric (at most three), the lower
     envelope over samplers and grids against NFE (left) and against network GFLOPs per sample
@@ -128,7 +114,7 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None,
         return message_figure(path, title, ["No sample results yet (no fid/<sampler>.json files)."])
     plt = pyplot()
     metrics = sorted(few["metric"].unique(), key=lambda m: (not m.startswith("f"), m))[:3]
-    env = envelope_rows(few)
+    env = best_sampler_rows(few)  # the lower envelope: steps = the NFE budget N
     flops = "flops_per_sample" in env.columns and np.isfinite(env["flops_per_sample"].astype(float)).any()
     fig, axes = facet_axes(plt, len(metrics), 2 if flops else 1, w=5.2, h=3.6)
     variants = sort_variants(few["variant"].unique().tolist())
@@ -136,7 +122,7 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None,
     order = [v for v in variants if v not in highlight] + highlight  # highlighted drawn last, on top
     for i, metric in enumerate(metrics):
         sub = env[env["metric"] == metric]
-        for j, (x_col, x_label) in enumerate([("envelope_nfe", "NFE budget N (x̂ evaluations; best over samplers and grids with NFE <= N)"),
+        for j, (x_col, x_label) in enumerate([("steps", "NFE budget N (x̂ evaluations; best over samplers and grids with NFE <= N)"),
                                               ("flops_per_sample", "GFLOPs per sample (x̂ and F, JVPs included)")][: 2 if flops else 1]):  # fmt: skip
             ax = axes[i][j]
             floor = (floors or {}).get((dataset, metric))
@@ -164,23 +150,6 @@ def fid_vs_nfe_figure(few: pd.DataFrame, path: Path, dataset: str | None = None,
     handles += [Patch(color="0.85", label="data floor (± sd)")]
     figure_header(fig, f"{title} (lower is better; error bars ± 1 se across seeds)", handles, ncol=6)
     return save_figure(fig, path)
-
-
-def _flops_panel(ax, sub: pd.DataFrame, variants: list[str], dataset: str, metric: str) -> None:
-    """The best sampler per NFE against network GFLOPs per sample (x_hat and F)."""
-    sub = sub[np.isfinite(sub["flops_per_sample"].astype(float))]
-    for v in variants:
-        s = sub[sub["variant"] == v].sort_values("flops_per_sample")
-        if not s.empty:
-            ax.errorbar(s["flops_per_sample"] / 1e9, s["value"], yerr=s["se"].fillna(0), color=variant_color(v), marker=variant_marker(v), capsize=3, linewidth=1.8, markersize=5)
-    if sub.empty:
-        ax.text(0.5, 0.5, "no FLOP counts", ha="center", va="center", transform=ax.transAxes, color="grey")
-    else:
-        _log_axis(ax, "x", sub["flops_per_sample"].to_numpy() / 1e9)
-        _value_axis(ax, sub["value"].to_numpy())
-    ax.set_xlabel("GFLOPs per sample (x̂ and F, JVPs included)")
-    ax.set_ylabel(metric_label(metric))
-    ax.set_title(f"{dataset} · best sampler vs compute")
 
 
 # ------------------------------------------------------------------ bpd vs T

@@ -17,12 +17,14 @@ import pandas as pd
 
 from ndm.atomic import atomic_write_text
 from ndm.report.collect import Results
+from ndm.report.outputs import csv_extension
 from ndm.report.table_format import Table
 
 COLUMNS = ["dataset", "variant", "seed", "metric", "sampler", "time_grid", "steps", "nfe", "nfe_F", "flops_per_sample", "value", "se", "n",
            "se_method", "feature_extractor", "units"]  # fmt: skip
 # Beside per_seed.csv.gz, what the tables-only report (`ndm report --from-tables`) needs besides the
 # per-seed numbers: the training summaries, the test-NELBO curves and the run metadata.
+SEEDS_FILE = f"per_seed.{csv_extension('per_seed')}"
 TRAIN_FILE, CURVES_FILE, META_FILE = "per_seed_train.csv", "per_seed_curves.csv", "per_seed_meta.json"
 LIKELIHOOD_METRICS = {"nelbo": "nelbo_bpd", "nll_ode": "nll_ode_bpd"}
 
@@ -99,10 +101,10 @@ def results_from_tables(tables: Path) -> Results:
     from ndm.report.collect import FD_COLUMNS, LIKELIHOOD_COLUMNS, _frame
 
     tables = Path(tables)
-    missing = [f for f in ("per_seed.csv.gz", TRAIN_FILE, CURVES_FILE, META_FILE) if not (tables / f).exists()]
+    missing = [f for f in (SEEDS_FILE, TRAIN_FILE, CURVES_FILE, META_FILE) if not (tables / f).exists()]
     if missing:
         raise FileNotFoundError(f"{tables} lacks {', '.join(missing)}: compile the report from results/ once (ndm report --results ...) to write them")
-    rows = pd.read_csv(tables / "per_seed.csv.gz", keep_default_na=False, na_values=[""])
+    rows = pd.read_csv(tables / SEEDS_FILE, keep_default_na=False, na_values=[""])
     meta = json.loads((tables / META_FILE).read_text())
     is_fd = rows["sampler"].fillna("").astype(str) != ""
     fd = rows[is_fd].rename(columns={"se": "stderr", "se_method": "stderr_method", "n": "n_samples"})
@@ -116,11 +118,11 @@ def results_from_tables(tables: Path) -> Results:
     def keyed(items: list) -> dict:
         return {tuple(item[:-1]): item[-1] for item in items}
 
+    train, curves = pd.read_csv(tables / TRAIN_FILE), pd.read_csv(tables / CURVES_FILE)
     ode_skipped = {(d, v, int(s)): why for (d, v, s), why in keyed(meta["ode_skipped"]).items()}
     return Results(
         root=tables, datasets=meta["datasets"], variants=meta["variants"], seeds=[int(s) for s in meta["seeds"]],
-        train=_frame(pd.read_csv(tables / TRAIN_FILE).to_dict("records"), list(pd.read_csv(tables / TRAIN_FILE, nrows=0).columns)),
-        curves=_frame(pd.read_csv(tables / CURVES_FILE).to_dict("records"), list(pd.read_csv(tables / CURVES_FILE, nrows=0).columns)),
+        train=_frame(train.to_dict("records"), list(train.columns)), curves=_frame(curves.to_dict("records"), list(curves.columns)),
         likelihood=_frame(lik.to_dict("records"), LIKELIHOOD_COLUMNS), fd=_frame(fd.to_dict("records"), FD_COLUMNS),
         data_info=meta["data_info"], ode_skipped=ode_skipped, fd_skipped=keyed(meta["fd_skipped"]), fd_weights=keyed(meta["fd_weights"]),
         fd_floors=keyed(meta["fd_floors"]), seeds_by_dataset={d: [int(s) for s in v] for d, v in meta["seeds_by_dataset"].items()},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ndm.report.outputs import csv_extension
 from ndm.report.roles import roles
 from ndm.pipeline.results import atomic_write_text
 from ndm.report.collect import Results
@@ -205,8 +206,7 @@ def write_readme(
     lines += _claims_lines(claims)
     lines += ["## Tables", "", "Each as CSV (numbers), Markdown and LaTeX (formatted) under `tables/`.", ""]
     for name in tables:
-        csv = f"{name}.csv.gz" if name == "per_seed" else f"{name}.csv"
-        lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{csv}), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
+        lines.append(f"- [{name}](tables/{name}.md) ([csv](tables/{name}.{csv_extension(name)}), [tex](tables/{name}.tex)): {TABLE_SENTENCES.get(name, '')}")
     lines += ["", "## Figures", "", "PNG (PDF beside each) under `figures/`; a variant has the same colour in every figure.", ""]
     sentences = figure_sentences(res.datasets, samplers)
     for name in figures:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ndm.report.outputs import csv_extension
+
 from ndm.pipeline.results import atomic_write, atomic_write_text
 
 @dataclass
@@ -59,15 +61,6 @@ def fmt_diff(x: float | None) -> str:
     s = fmt_num(x)
     return s if not s or s.startswith("-") else f"+{s}"
 
-
-
-# Tables whose CSV is written gzipped: the per-seed table of a study has thousands of rows (870 KB
-# as text, past the 500 KB limit on a file under reports/; pandas reads .csv.gz as it is).
-GZIPPED = ("per_seed",)
-
-
-def csv_extension(name: str) -> str:
-    return "csv.gz" if name in GZIPPED else "csv"
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:
