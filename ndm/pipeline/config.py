@@ -36,6 +36,7 @@ Precision = Literal["fp32", "bf16"]
 OdeMethod = Literal["heun", "dopri5"]
 Divergence = Literal["auto", "exact", "hutchinson"]
 IfWeightsMissing = Literal["fail", "skip"]
+EnergyReference = Literal["draws", "exact"]
 CompressionOrder = Literal["auto", "posterior", "bitswap"]
 
 
@@ -119,6 +120,10 @@ class FidConfig:
     # searched) or skip (the inception/clean distances are recorded as skipped with that reason).
     if_weights_missing: IfWeightsMissing = "fail"
     inception_subset: InceptionSubset = field(default_factory=InceptionSubset)
+    # The energy space's data terms (docs/fid.md): "draws" scores against 4 fresh exact draws of
+    # 4 n points (any data with a generator); "exact" computes them in closed form from the data's
+    # law (toy2d: ndm/metrics/energy_exact.py), so the only error left is the samples' own.
+    energy_reference: EnergyReference = "draws"
 
 
 @dataclass

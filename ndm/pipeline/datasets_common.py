@@ -61,6 +61,9 @@ class Dataset:
     # points off the data's support, for the metrics that see more than two moments.
     exact_sampler: Callable[[int, torch.Generator], Tensor] | None = None
     offsupport: Callable[[Any], float] | None = None
+    # The data's law in closed form where one is coded (toy2d: a mixture of uniform squares,
+    # ndm/metrics/energy_exact.py), for the energy distance without reference draws.
+    exact_law: Any | None = None
 
     @property
     def event_shape(self) -> tuple[int, ...]:

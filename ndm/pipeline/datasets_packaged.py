@@ -64,6 +64,8 @@ def load_toy2d(
     req: LoadRequest, *, n_train: int = 50_000, n_test: int = 10_000, cells: int = 4, half_width: float = 2.0
 ) -> Dataset:
     """Checkerboard toy data, float32 (N, 2); generated, so ``req.root``/``req.download`` are unused."""
+    from ndm.metrics.energy_exact import checkerboard_law
+
     seed = req.seed
     if cells < 2:
         raise ValueError(f"cells must be >= 2, got {cells}")
@@ -78,6 +80,7 @@ def load_toy2d(
         info={"seed": seed, "n_train": n_train, "n_test": n_test, "cells": cells, "half_width": half_width},
         exact_sampler=functools.partial(sample_checkerboard, cells=cells, half_width=half_width),
         offsupport=functools.partial(checkerboard_offsupport, cells=cells, half_width=half_width),
+        exact_law=checkerboard_law(cells, half_width),
     )
 
 

@@ -314,39 +314,66 @@ def _with_exact_sampler(ds, dataset: str):
     return ds
 
 
-def energy_reference(ds, n_samples: int, out_path: str | Path, meta: dict) -> dict[str, Any]:
-    """The energy space's reference file: the floor (D^2 of n exact samples against m fresh ones)."""
-    from ndm.metrics.distributional import energy_floor
+def energy_reference(ds, ev: EvalConfig, out_path: str | Path, meta: dict) -> dict[str, Any]:
+    """The energy space's reference file: the floor, what exact samples of the scored size get.
+    draws: D^2 of n exact samples against m = 4 n fresh ones; exact: D^2 of n exact samples
+    against the law itself (mean 0: the estimate is unbiased)."""
+    n_samples = ev.n_samples
+    if ev.fid.energy_reference == "exact":
+        from ndm.metrics.energy_exact import energy_floor_to_law
 
-    m = ENERGY_REFERENCE_FACTOR * n_samples
-    floor = energy_floor(ds.exact_sampler, n_samples, m)
-    arrays = dict(kind="energy", floor_mean=floor.mean, floor_std=floor.std, n=floor.n, m=floor.m, repeats=floor.repeats,
+        law_floor = energy_floor_to_law(_with_exact_law(ds, meta["dataset"]), n_samples)
+        mean, std, m, repeats = law_floor.mean, law_floor.std, 0, law_floor.repeats
+    else:
+        from ndm.metrics.distributional import energy_floor
+
+        floor = energy_floor(ds.exact_sampler, n_samples, ENERGY_REFERENCE_FACTOR * n_samples)
+        mean, std, m, repeats = floor.mean, floor.std, floor.m, floor.repeats
+    arrays = dict(kind="energy", estimator=ev.fid.energy_reference, floor_mean=mean, floor_std=std, n=n_samples, m=m, repeats=repeats,
                   meta=json.dumps(meta, sort_keys=True))  # fmt: skip
     atomic_write(out_path, lambda f: np.savez(f, **arrays))
-    return {"feature": ENERGY_SPACE, "floor_mean": floor.mean, "floor_std": floor.std, "n": floor.n, "m": floor.m}
+    return {"feature": ENERGY_SPACE, "estimator": ev.fid.energy_reference, "floor_mean": mean, "floor_std": std, "n": n_samples, "m": m}
+
+
+def _with_exact_law(ds, dataset: str):
+    if ds.exact_law is None:
+        raise ValueError(
+            f"eval.fid.energy_reference: exact needs the data's law in closed form (toy2d has it); {dataset} ({ds.name}) has none: "
+            f"use energy_reference: draws (fresh exact samples)"
+        )
+    return ds.exact_law
 
 
 class EnergyScorer:
-    """ed_data (energy distance to fresh exact samples, with its floor) and offsupport_mass of
-    sample sets of one dataset; the exact draws are made once per scorer."""
+    """ed_data (the energy distance to the data's law, with its floor) and offsupport_mass of
+    sample sets of one dataset. The reference file says how the data terms are computed: against
+    fresh exact draws (made once per scorer) or in closed form from the law."""
 
     def __init__(self, ds, reference: str | Path, dataset: str):
         from ndm.metrics.distributional import exact_draws
 
         with np.load(reference, allow_pickle=False) as z:
             self.m = int(z["m"])
+            self.estimator = str(z["estimator"]) if "estimator" in z.files else "draws"  # files written before the option: draws
             self.floor = {"floor_mean": float(z["floor_mean"]), "floor_std": float(z["floor_std"]), "floor_n": int(z["n"]), "floor_source": f"{int(z['repeats'])} exact draws"}
         self.ds, self.dataset = ds, dataset
-        self.draws = exact_draws(ds.exact_sampler, self.m)
+        self.law = _with_exact_law(ds, dataset) if self.estimator == "exact" else None
+        self.draws = exact_draws(ds.exact_sampler, self.m) if self.law is None else None
 
     def __call__(self, samples: Tensor) -> dict[str, dict[str, Any]]:
         from ndm.metrics.distributional import ENERGY_METRIC, OFFSUPPORT_METRIC, energy_to_exact
 
         x = samples.double().numpy().reshape(len(samples), -1)
-        value, se = energy_to_exact(x, self.draws)
-        out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se,
-                               "stderr_method": f"samples (U-statistic, first order) and {len(self.draws.points)} fresh exact draws",
-                               "n_samples": len(x), "n_reference": self.draws.m, "feature_extractor": f"exact-sampler/{self.dataset}", **self.floor}}  # fmt: skip
+        if self.law is not None:
+            from ndm.metrics.energy_exact import energy_to_law
+
+            value, se = energy_to_law(x, self.law)
+            how = {"stderr_method": "samples (U-statistic, first order); data terms exact", "n_reference": 0, "feature_extractor": f"exact-law/{self.dataset}"}
+        else:
+            value, se = energy_to_exact(x, self.draws)
+            how = {"stderr_method": f"samples (U-statistic, first order) and {len(self.draws.points)} fresh exact draws", "n_reference": self.draws.m,
+                   "feature_extractor": f"exact-sampler/{self.dataset}"}  # fmt: skip
+        out = {ENERGY_METRIC: {"metric": ENERGY_METRIC, "value": value, "stderr": se, "n_samples": len(x), **how, **self.floor}}
         if self.ds.offsupport is not None:
             p = self.ds.offsupport(x)
             out[OFFSUPPORT_METRIC] = {"metric": OFFSUPPORT_METRIC, "value": p, "stderr": math.sqrt(p * (1 - p) / len(x)), "stderr_method": "binomial",
@@ -412,7 +439,7 @@ def reference_stats(
     ds = config_dataset(config, dataset, seed)
     meta = {"dataset": dataset, "split": "train", "feature": feature}
     if feature == ENERGY_SPACE:
-        return energy_reference(_with_exact_sampler(ds, dataset), ev.n_samples, out_path, meta)
+        return energy_reference(_with_exact_sampler(ds, dataset), ev, out_path, meta)
     if feature == "data" and ds.moments is not None:
         stats = metrics.exact_reference_stats(ds.moments, meta)
         extractor = metrics.DataSpaceFeatures()
