@@ -229,7 +229,7 @@ def test_evaluate_compression_and_table(tmp_path, digits_models):
     # value here is made up for the test; configs/published.csv holds only verified ones).
     from ndm.report.published import PUBLISHED_COLUMNS, load_published
 
-    row = {"dataset": "digits", "variant": "ndm", "metric": "bbans_bpd", "value": 1.5, "bound": "", "steps_T": 3, "status": "published", "primary": "true", "source": "test", "table": "", "note": ""}
+    row = {"dataset": "digits", "variant": "ndm", "metric": "bbans_bpd", "quantity": "rate", "quantity_reason": "a coder's rate", "value": 1.5, "bound": "", "steps_T": 3, "status": "published", "primary": "true", "source": "test", "table": "", "note": ""}
     pd.DataFrame([row], columns=PUBLISHED_COLUMNS).to_csv(tmp_path / "published.csv", index=False)
     table = compression_table(tmp_path, load_published(tmp_path / "published.csv"))
     assert list(table.data["published_bpd"].astype(float).fillna(-1.0)) == [-1.0, 1.5]

@@ -87,13 +87,51 @@ def test_plan_command_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "plan.json"
     assert ndm_main(["plan", "--config", str(cfg), "--tflops", "2", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "ASSUMED" in text and "2 TFLOP/s" in text and "| toy2d | ndm | 2 |" in text and "**total**" in text
+    assert "ASSUMED" in text and "2 TFLOP/s" in text and "| toy2d | ndm | fp32 (2) | 2 |" in text and "**total**" in text
+    assert "| toy2d | ndm | " in text.split("# GPU-hours")[0]  # the sizes table comes first
     doc = json.loads(out.read_text())
     assert doc["tflops"] == 2 and [r["variant"] for r in doc["rows"]] == ["ddpm", "ndm"]
     for r in doc["rows"]:
         assert r["gpu_hours_all_seeds"] == pytest.approx(2 * r["total_flops"] / 2e12 / 3600)
     ndm_row, ddpm_row = doc["rows"][1], doc["rows"][0]
     assert ndm_row["train_flops"] > ddpm_row["train_flops"]  # F and its dF/dt cost
+    assert ndm_row["params_F"] > 0 and ddpm_row["params_F"] == 0 and ndm_row["params_x_hat"] == ddpm_row["params_x_hat"] > 0
+
+
+def test_plan_of_reproduce_yaml_prints_sizes_and_hours_at_its_precision(capsys):
+    """The acceptance line: `ndm plan --config configs/reproduce.yaml` on a CPU machine without
+    data prints, per published row, our and the published parameter counts and the GPU-hours;
+    the assumed rate follows train.precision (bf16 there)."""
+    from ndm.pipeline.plan import ASSUMED_TFLOPS, row_tflops
+
+    assert ndm_main(["plan", "--config", str(REPO / "configs/reproduce.yaml")]) == 0
+    text = capsys.readouterr().out
+    sizes, hours = text.split("# GPU-hours")
+    assert "| vdm-cifar10 | vdm | 30,586,243 | 30,578,179 (vdm-cifar10, counted) | +0.03% |" in sizes
+    assert "| ddpm-cifar10 | ddpm | 35,746,307 | 35,700,000 (ddpm-cifar10, published) | +0.13% |" in sizes
+    reproduce = yaml.safe_load((REPO / "configs/reproduce.yaml").read_text())
+    for d, section in reproduce["datasets"].items():
+        assert f"| {d} | {section['variants'][0]} | bf16 (297) | 1 |" in hours, d
+    rows = plan(reproduce)
+    assert all(r.precision == "bf16" and row_tflops(r, None) == ASSUMED_TFLOPS["bf16"] for r in rows)
+    fp32 = plan({**reproduce, "defaults": {**reproduce["defaults"], "train": {**reproduce["defaults"]["train"], "precision": "fp32"}}})
+    assert all(row_tflops(r, None) == ASSUMED_TFLOPS["fp32"] for r in fp32) and ASSUMED_TFLOPS["fp32"] == pytest.approx(ASSUMED_TFLOPS["bf16"] / 3)
+
+
+def test_reproduce_slurm_dry_run_plans_every_row(tmp_path: Path):
+    """The acceptance line: `snakemake -n --profile slurm all --configfile configs/reproduce.yaml
+    --config data_root=<empty dir>` plans one training job per published row, its own variant only."""
+    work = workdir_copy(tmp_path / "w")
+    data_root = tmp_path / "empty"
+    data_root.mkdir()
+    proc = snakemake(["-n", "--profile", "slurm", "all", "--configfile", "configs/reproduce.yaml", "--config", f"data_root={data_root}"], cwd=work, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    reproduce = yaml.safe_load((REPO / "configs/reproduce.yaml").read_text())
+    assert job_counts(out)["train"] == len(reproduce["datasets"])
+    for d, section in reproduce["datasets"].items():
+        for v in reproduce["variants"]:
+            assert (f"results/reproduce/{d}/{v}/seed0/model.pt" in out) == (v in section["variants"]), (d, v)
 
 
 def test_plan_of_the_paper_config_has_every_variant():

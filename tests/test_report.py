@@ -160,6 +160,25 @@ def test_published_csv_covers_every_paper_config_row() -> None:
     assert not missing, f"configs/published.csv has no row (published or not_entered) for {missing}"
 
 
+def test_every_published_number_says_what_it_is(tmp_path: Path) -> None:
+    """Issue 29: each row is marked NELBO, NLL, FID, rate or unknown, with the reason; the
+    VDM and DDPM bits/dim are variational bounds; a row without its quantity is refused."""
+    from ndm.report.published import PublishedError
+
+    pub = load_published(PUBLISHED)
+    assert pub["quantity_reason"].str.len().gt(10).all()
+    bounds = pub[(pub["metric"] == "nelbo_bpd") & (pub["status"] == "published")]
+    assert set(bounds[bounds["variant"].isin(["vdm", "ddpm"])]["quantity"]) == {"NELBO"}
+    assert set(pub[pub["metric"] == "fid"]["quantity"]) == {"FID"}
+    assert set(pub[pub["status"] == "not_entered"]["quantity"]) == {"unknown"}
+    bad = tmp_path / "published.csv"
+    frame = pd.read_csv(PUBLISHED, dtype=str, keep_default_na=False)
+    frame.loc[0, "quantity"] = "bpd"
+    frame.to_csv(bad, index=False)
+    with pytest.raises(PublishedError, match="quantity of a nelbo_bpd row must be one of"):
+        load_published(bad)
+
+
 def test_published_csv_rejects_a_value_without_status(tmp_path: Path) -> None:
     from ndm.report.published import PublishedError
 

@@ -94,6 +94,15 @@ class DiffusionModel(nn.Module):
             init = 2.0 / levels if levels else 0.1
             self.decoder_log_scale = nn.Parameter(torch.tensor(math.log(init)))
 
+    def use_precision(self, precision: str) -> DiffusionModel:
+        """train.precision / eval.precision: "bf16" runs x_hat under bf16 autocast (any device),
+        "fp32" turns it off. Only x_hat: gamma, alpha, sigma, F, dF/dt and every term of the
+        NELBO stay in the model's dtype."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.x_hat_autocast = torch.bfloat16 if precision == "bf16" else None
+        return self
+
     # ------------------------------------------------------------------ basics
     @property
     def dims(self) -> int:

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 # Options with a closed set of values: each a Literal type, the one place its values are listed
 # (the config parser checks a value against it and names the allowed ones).
-NetworkKind = Literal["unet", "mlp"]
+NetworkKind = Literal["unet", "vdm", "mlp"]
 Parameterization = Literal["eps", "x", "v"]
 TransformTime = Literal["jvp", "separable"]
 TransformGauge = Literal["none", "reference"]
@@ -30,7 +30,11 @@ VDM_GAMMA_MAX = 5.0
 class NetworkConfig:
     """Architecture of one network (x_hat or F)."""
 
-    kind: NetworkKind = "unet"  # "unet" for images (C, H, W), "mlp" for vectors (D,)
+    # "unet" for images (C, H, W); "vdm" for VDM's image network, a ResNet without downsampling
+    # (num_res_blocks residual blocks at `channels` down and num_res_blocks + 1 up with skips,
+    # attention in the middle only: the U-Net at one resolution; channel_mult and
+    # attn_resolutions must stay unset); "mlp" for vectors (D,)
+    kind: NetworkKind = "unet"
     channels: int = 64  # U-Net base width
     channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
     num_res_blocks: int = 2

@@ -56,6 +56,12 @@ class TrainConfig:
     warmup_steps: int = 100
     lr_schedule: LrSchedule = "constant"
     weight_decay: float = 0.0
+    # AdamW's second-moment decay: VDM's 0.99 (google-research/vdm configs); DDPM's Adam used
+    # TensorFlow's default 0.999. (AdamW with weight_decay 0 is Adam.)
+    adam_beta2: float = 0.99
+    # Random horizontal flips of training images (DDPM's CIFAR-10 augmentation); the flip
+    # draws come from the data generator, so a resumed run flips the same images.
+    random_flip: bool = False
     # F's parameters form their own optimiser group with learning rate lr * transform_lr_scale
     # (the same warm-up and schedule); 1 = one learning rate for everything.
     transform_lr_scale: float = 1.0
@@ -162,6 +168,9 @@ class EvalConfig:
     time_grid: str = "uniform-t"
     n_samples: int = 256
     batch_size: int = 256
+    # bf16: x_hat under autocast in the NELBO and in sampling, as train.precision; gamma, F and
+    # the NELBO's terms stay fp32 (ndm/model/diffusion.py `x_hat`).
+    precision: Precision = "fp32"
     fid: FidConfig = field(default_factory=FidConfig)
     paper_setting: PaperSetting = field(default_factory=PaperSetting)
     # per_sampler: one sampling job per (model, sampler), parallel on a cluster; per_model: one
@@ -284,10 +293,14 @@ def run_seeds(config: dict, dataset: str, variant: str) -> list[int]:
     not in that list. The listed models then pair across seeds for the report's verdicts and
     the others cost one run each (the default's toy2d: docs/performance.md).
     `seed_counts: {vdm: 3}` gives a model its first n seeds: the study's primary models run 8
-    seeds for power while a secondary baseline runs 3."""
+    seeds for power while a secondary baseline runs 3. `variants: [...]` (a subset of the
+    top-level list) gives the models the dataset runs at all; the others run no seed."""
     seeds = dataset_seeds(config, dataset)
     section = (config.get("datasets") or {}).get(dataset) or {}
     section = section if isinstance(section, dict) else {}
+    only = section.get("variants")
+    if only is not None and variant not in only:
+        return []  # `variants: [vdm]`: this dataset runs only those models (configs/reproduce.yaml)
     counts = section.get("seed_counts") or {}
     if variant in counts:
         return seeds[: int(counts[variant])]
@@ -325,6 +338,7 @@ def validate_values(run: Any, where: str) -> None:
         (t.steps >= 1, f"{where}.train.steps must be >= 1, got {t.steps}"),
         (t.batch_size >= 1, f"{where}.train.batch_size must be >= 1, got {t.batch_size}"),
         (t.lr > 0, f"{where}.train.lr must be > 0, got {t.lr}"),
+        (0 < t.adam_beta2 < 1, f"{where}.train.adam_beta2 must be in (0, 1), got {t.adam_beta2}"),
         (0 <= t.ema_decay < 1, f"{where}.train.ema_decay must be in [0, 1), got {t.ema_decay}"),
         (t.loss_steps >= 1, f"{where}.train.loss_steps must be >= 1, got {t.loss_steps}"),
         (t.checkpoint_every >= 1, f"{where}.train.checkpoint_every must be >= 1"),
@@ -477,7 +491,7 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
     if model_name_error(variant) is not None:
         raise ConfigError(f"variants: {model_name_error(variant)}")
     section = _merge(config.get("defaults") or {}, datasets[dataset] or {})
-    for key in ("seeds", "multi_seed_variants", "seed_counts"):  # which runs exist (run_seeds), not how one trains
+    for key in ("seeds", "multi_seed_variants", "seed_counts", "variants", "published_networks"):  # which runs exist (run_seeds), not how one trains
         section.pop(key, None)
     all_overrides = section.pop("variant_overrides", None) or {}
     for name, override in all_overrides.items():
@@ -495,9 +509,16 @@ def resolve_run_config(config: dict, dataset: str, variant: str, seed: int) -> R
         section.pop(ignored, None)  # read by the evaluate jobs and the workflow
     unknown = sorted(set(section) - {"data", "model", "train"})
     if unknown:
-        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "multi_seed_variants", "seed_counts", "variant_overrides"]))
+        raise ConfigError(unknown_key(where, unknown[0], ["data", "model", "train", "eval", "resources", "seeds", "multi_seed_variants", "seed_counts", "variants", "published_networks", "variant_overrides"]))
     model_dict = dict(section.get("model") or {})
     model_dict["variant"] = base
+    for name in ("network", "transform_network"):
+        net = model_dict.get(name)
+        if isinstance(net, dict) and net.get("kind") == "vdm" and {"channel_mult", "attn_resolutions"} & set(net):
+            raise ConfigError(
+                f"{where}.model.{name}: kind vdm is VDM's ResNet at one resolution with attention in the middle only; "
+                f"drop channel_mult and attn_resolutions (set channels and num_res_blocks), or use kind unet"
+            )
     # A data section without a name loads the dataset its section is named after.
     data_dict = section.get("data") or {}
     data_dict = {"name": dataset, **data_dict} if isinstance(data_dict, dict) else data_dict

@@ -141,6 +141,19 @@ def _check_seed_counts(datasets: Mapping, seeds: Any) -> None:
                 raise ConfigError(f"{key}.{model} must be a whole number from 1 to the dataset's {available} seeds (its first n run); got {n!r}")
 
 
+def _check_dataset_variants(datasets: Mapping, variants: list) -> None:
+    """datasets.<name>.variants: a non-empty subset of the top-level variants."""
+    for name, section in datasets.items():
+        if not isinstance(section, Mapping) or "variants" not in section:
+            continue
+        own = section["variants"]
+        if not isinstance(own, list) or not own:
+            raise ConfigError(f"datasets.{name}.variants must be a non-empty list of models from the top-level variants {variants}; got {own!r}")
+        extra = [v for v in own if v not in variants]
+        if extra:
+            raise ConfigError(f"datasets.{name}.variants: {extra[0]!r} is not in the top-level variants {variants}; add it there or drop it here")
+
+
 def _check_variants(variants: Any) -> None:
     if not isinstance(variants, list) or not variants:
         raise ConfigError(f"variants must be a non-empty list of names, e.g. --config 'variants=[ddpm,ndm]'; got {variants!r}")
@@ -174,6 +187,7 @@ def check_pipeline_config(config: Any, schema: Mapping) -> None:
     _check_dataset_seeds(datasets)
     _check_multi_seed_variants(datasets)
     _check_seed_counts(datasets, config["seeds"])
+    _check_dataset_variants(datasets, list(config["variants"]))
     resolve_report_config(dict(config))  # the report's roles: known model and sampler names
 
 

@@ -68,6 +68,7 @@ def evaluate_likelihood(
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
+    model.use_precision(ev.precision)
     x, ds = load_split(run, "test", ev.n_examples)
     x = x.to(device)
     gen = torch.Generator(device=device).manual_seed(run.seed + 101)
@@ -215,6 +216,7 @@ def sample_grid(
 
     model, run = load_trained_model(model_path, device=device)
     ev = resolve_eval_config(config, run.dataset)
+    model.use_precision(ev.precision)
     n_samples = shard_size(ev.n_samples, shard, shards)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ndm.names import DATASET_SPECS, sampler_spec
+from ndm.names import sampler_spec
+from ndm.pipeline.network_sizes import event_shape
 
 ESTIMATOR_STD_EVALS = 12  # ndm.pipeline.evaluate.estimator_std: 3 schemes x 2 estimates x 2 times
 
@@ -49,20 +50,12 @@ class PlanRow:
     sample_flops: float
     likelihood_flops: float
     longest_sample_job_flops: float  # the largest sampling job (one shard of one sampler or model)
+    precision: str = "fp32"  # train.precision: picks the assumed rate when --tflops is not given
+    size: object | None = None  # ndm.pipeline.network_sizes.NetworkSize
 
     @property
     def total_flops(self) -> float:
         return self.train_flops + self.sample_flops + self.likelihood_flops
-
-
-def event_shape(run) -> tuple[tuple[int, ...], int | None]:
-    spec = DATASET_SPECS[run.data.name]
-    if spec.file_backed:  # shape and levels from the dataset's record, without its files
-        return spec.event_shape, spec.levels
-    from ndm.pipeline.data import load_dataset
-
-    ds = load_dataset(run.data.name, root=run.data.root, download=False, seed=0, **run.data.options)
-    return tuple(ds.event_shape), ds.levels
 
 
 def count_model_costs(run) -> tuple[ModelCosts, object]:
@@ -110,16 +103,21 @@ def plan_row(config: dict, dataset: str, variant: str, adaptive_nfe: float, cost
     nelbo_terms = ev.nelbo_time_samples + len(ev.nelbo_steps) * ev.nelbo_step_samples + ESTIMATOR_STD_EVALS
     likelihood = ev.n_examples * nelbo_terms * costs.fwd + ev.ode.n_examples * ode_nfe * (1 + 2 * ev.ode.probes) * costs.fwd
     # The dataset's own seeds (datasets.<name>.seeds) when it has them: each is one more run.
-    return PlanRow(dataset, variant, len(run_seeds(config, dataset, variant)), train, sample, likelihood, per_job)
+    from ndm.pipeline.network_sizes import network_size
+
+    size = network_size(config, dataset, variant, model)
+    return PlanRow(dataset, variant, len(run_seeds(config, dataset, variant)), train, sample, likelihood, per_job, run.train.precision, size)
 
 
 def plan(config: dict, adaptive_nfe: float = 200.0) -> list[PlanRow]:
     """One row per (dataset, variant) of the config; models of the same architecture are counted once."""
-    from ndm.pipeline.config import resolve_run_config
+    from ndm.pipeline.config import resolve_run_config, run_seeds
 
     rows, cache = [], {}
     for d in config["datasets"]:
         for v in config["variants"]:
+            if not run_seeds(config, d, v):
+                continue  # datasets.<d>.variants leaves this model out
             run = resolve_run_config(config, d, v, 0)
             key = (d, repr(run.model))
             if key not in cache:
@@ -128,25 +126,38 @@ def plan(config: dict, adaptive_nfe: float = 200.0) -> list[PlanRow]:
     return rows
 
 
+# Assumed sustained rates per train.precision: 30% of an H100 SXM's dense bf16 tensor-core
+# peak (989 TFLOP/s) in bf16, a third of that in fp32 (TF32 peak is half of bf16's, and fp32
+# runs keep more in full precision). Assumptions, printed with every table: measure your rate.
+ASSUMED_TFLOPS = {"bf16": 0.30 * 989.0, "fp32": 0.10 * 989.0}
+
+
 def gpu_hours(flops: float, tflops: float) -> float:
     return flops / (tflops * 1e12) / 3600.0
 
 
-def format_table(rows: list[PlanRow], tflops: float, runtime_min: dict[str, float] | None = None) -> str:
-    """Markdown table of GPU-hours (all seeds) per (dataset, variant), dataset totals, grand total."""
-    h = lambda f: f"{gpu_hours(f, tflops):,.1f}"  # noqa: E731
+def row_tflops(row: PlanRow, tflops: float | None) -> float:
+    """The rate a row's hours assume: the caller's, else the one of its training precision."""
+    return tflops if tflops is not None else ASSUMED_TFLOPS[row.precision]
+
+
+def format_table(rows: list[PlanRow], tflops: float | None, runtime_min: dict[str, float] | None = None) -> str:
+    """Markdown table of GPU-hours (all seeds) per (dataset, variant), dataset totals, grand total.
+    tflops None: each row at ASSUMED_TFLOPS of its precision (a column says which)."""
     lines = [
-        "| dataset | variant | seeds | train GPU-h | sampling GPU-h | likelihood GPU-h | total GPU-h | longest sampling job h (limit) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | variant | precision (TFLOP/s) | seeds | train GPU-h | sampling GPU-h | likelihood GPU-h | total GPU-h | longest sampling job h (limit) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     totals: dict[str, float] = {}
     for r in rows:
+        rate = row_tflops(r, tflops)
+        h = lambda f: f"{gpu_hours(f, rate):,.1f}"  # noqa: E731
         s = r.seeds
         limit = f" ({runtime_min[r.dataset] / 60:.0f})" if runtime_min and r.dataset in runtime_min else ""
-        lines.append(f"| {r.dataset} | {r.variant} | {s} | {h(s * r.train_flops)} | {h(s * r.sample_flops)} | {h(s * r.likelihood_flops)} "
-                     f"| {h(s * r.total_flops)} | {gpu_hours(r.longest_sample_job_flops, tflops):.1f}{limit} |")  # fmt: skip
-        totals[r.dataset] = totals.get(r.dataset, 0.0) + s * r.total_flops
-    for d, f in totals.items():
-        lines.append(f"| **{d}** | all | | | | | **{h(f)}** | |")
-    lines.append(f"| **total** | | | | | | **{h(sum(totals.values()))}** | |")
+        lines.append(f"| {r.dataset} | {r.variant} | {r.precision} ({rate:.0f}) | {s} | {h(s * r.train_flops)} | {h(s * r.sample_flops)} | {h(s * r.likelihood_flops)} "
+                     f"| {h(s * r.total_flops)} | {gpu_hours(r.longest_sample_job_flops, rate):.1f}{limit} |")  # fmt: skip
+        totals[r.dataset] = totals.get(r.dataset, 0.0) + s * gpu_hours(r.total_flops, rate)
+    for d, hours in totals.items():
+        lines.append(f"| **{d}** | all | | | | | | **{hours:,.1f}** | |")
+    lines.append(f"| **total** | | | | | | | **{sum(totals.values()):,.1f}** | |")
     return "\n".join(lines)

@@ -162,12 +162,19 @@ def train_step(state: TrainState, x_train: Tensor, run: RunConfig, world: World 
     idx = torch.randint(0, x_train.shape[0], (tc.batch_size,), generator=state.data_gen)
     rows = world.rows(tc.batch_size) if world.parallel else None
     idx = idx if rows is None else rows.take(idx)
+    flip = None
+    if tc.random_flip and x_train.dim() == 4:
+        flip = torch.rand(tc.batch_size, generator=state.data_gen) < 0.5
+        flip = flip if rows is None else rows.take(flip)
     # pinned + non_blocking: the host-to-device copy does not wait for the GPU's queue
     idx = idx.pin_memory().to(state.device, non_blocking=True) if state.device.type == "cuda" else idx.to(state.device)
     for group in state.opt.param_groups:
         group["lr"] = lr_at(state.step, run) * group.get("lr_scale", 1.0)
     n_steps = None if tc.loss == "continuous" else tc.loss_steps
-    loss, terms = state.model.training_loss(x_train[idx], n_steps, tc.time_sampling, rows)
+    x = x_train[idx]
+    if flip is not None:
+        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    loss, terms = state.model.training_loss(x, n_steps, tc.time_sampling, rows)
     state.opt.zero_grad(set_to_none=True)
     loss.backward()
     average_gradients(state.params, world)

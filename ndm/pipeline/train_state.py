@@ -78,14 +78,14 @@ def build_state(run: RunConfig, event_shape: tuple[int, ...], levels: int | None
         model.net.compile()
         if model.transform.learned:
             model.transform.net.compile()
-    if tc.precision == "bf16" and device.type == "cuda":
-        # autocast for the x_hat network only. F, its dF/dt and the loss stay in fp32: the loss
-        # weights errors in dF/dt by SNR/gamma' (docs/performance.md).
-        model.x_hat_autocast = torch.bfloat16
+    # bf16: autocast for the x_hat network only, on any device (CPU autocast is what the tests
+    # run). F, its dF/dt and the loss stay in fp32: the loss weights errors in dF/dt by
+    # SNR/gamma' (docs/performance.md).
+    model.use_precision(tc.precision)
     ema = build_model(run.model, event_shape, levels).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, tc.adam_beta2))
     return TrainState(model, ema, opt, data_gen, device)
 
 

@@ -2,7 +2,8 @@
 
 A row of published.csv names a dataset by its data name (mnist, cifar10, imagenet32, ...),
 one of our variants, a metric (nelbo_bpd: a bits/dim bound; fid: Inception FID; bbans_bpd: the
-lossless rate of a bits-back coder, the compression table's comparison), the value
+lossless rate of a bits-back coder, the compression table's comparison), the quantity the paper's
+number is (NELBO, NLL, FID, rate or unknown) and why we read it so, the value
 (empty where the paper's number was not entered), the time discretisation T of the bound
 (empty: continuous time), a status (published | not_entered), and primary (the row our
 variant is compared with; other rows are context, e.g. DDPM's L_simple model).
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-PUBLISHED_COLUMNS = ["dataset", "variant", "metric", "value", "bound", "steps_T", "status", "primary", "source", "table", "note"]
+PUBLISHED_COLUMNS = ["dataset", "variant", "metric", "quantity", "quantity_reason", "value", "bound", "steps_T", "status", "primary", "source", "table", "note"]
 STATUSES = ("published", "not_entered")
 METRICS = ("nelbo_bpd", "fid", "bbans_bpd")
+# What a published number is (issue 29): a variational bound (NELBO), a likelihood (NLL, e.g. by
+# the probability-flow ODE), an FID, a coder's rate, or unknown (quantity_reason says why).
+QUANTITIES = {"nelbo_bpd": ("NELBO", "NLL", "unknown"), "fid": ("FID",), "bbans_bpd": ("rate",)}
 # Our Frechet metrics that are the papers' FID (Inception features); fd_* never are.
 FID_COMPARABLE = ("fid_inception_tf", "fid_clean")
 
@@ -58,6 +62,10 @@ def load_published(path: str | Path) -> pd.DataFrame:
             raise PublishedError(f"{where}: status published needs a value")
         if row["status"] != "published" and row["value"].strip() != "":
             raise PublishedError(f"{where}: a value needs status published")
+        if row["metric"] in QUANTITIES and row["quantity"] not in QUANTITIES[row["metric"]]:
+            raise PublishedError(f"{where}: quantity of a {row['metric']} row must be one of {QUANTITIES[row['metric']]}, got {row['quantity']!r}")
+        if not row["quantity_reason"].strip():
+            raise PublishedError(f"{where}: quantity_reason must say why the number is {row['quantity'] or 'that quantity'} (or why it is unknown)")
         if not row["source"].strip():
             raise PublishedError(f"{where}: every row needs its source")
     df["value"] = pd.to_numeric(df["value"].replace("", None), errors="raise").astype(float)

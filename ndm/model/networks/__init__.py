@@ -23,6 +23,7 @@ input); `build_network` here picks one for a data shape.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -68,13 +69,27 @@ def build_network(cfg: NetworkConfig, event_shape: tuple[int, ...], levels: int 
             raise ValueError(f"network.patch_size {p} must be >= 1 and divide the image side {h}")
         # attn_resolutions count in the patched feature maps (the U-Net's top level is H/p).
         return Patched(UNet(c * p * p, h // p, cfg, levels, out_channels=c * out_multiplier * p * p), p)
+    if cfg.kind == "vdm":
+        # VDM's ScoreUNet (google-research/vdm model_vdm.py, with_attention=False): conv_in, n
+        # residual blocks at one width, middle block-attention-block, n + 1 blocks on the skips,
+        # norm and conv_out. That is this U-Net at a single resolution; its parameter count is
+        # the official one within 0.03% (tests/test_network_sizes.py says where they differ).
+        if len(event_shape) != 3 or event_shape[1] != event_shape[2] or cfg.patch_size != 1:
+            raise ValueError(f"the vdm network needs square images (C, H, H) and patch_size 1, got event shape {event_shape}, patch_size {cfg.patch_size}")
+        c = event_shape[0]
+        return UNet(c, event_shape[1], vdm_unet_config(cfg), levels, out_channels=c * out_multiplier)
     if cfg.kind == "mlp":
         if cfg.patch_size != 1:
             raise ValueError(f"network.patch_size is for the U-Net; an mlp needs 1, got {cfg.patch_size}")
         dim = int(math.prod(event_shape))
         mlp = MLP(dim, cfg, levels, out_dim=dim * out_multiplier)
         return mlp if len(event_shape) == 1 else Flattened(mlp, tuple(event_shape))
-    raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet' or 'mlp'")
+    raise ValueError(f"unknown network kind {cfg.kind!r}; choose 'unet', 'vdm' or 'mlp'")
+
+
+def vdm_unet_config(cfg: NetworkConfig) -> NetworkConfig:
+    """The U-Net settings of kind vdm: one resolution, no attention outside the middle."""
+    return dataclasses.replace(cfg, kind="unet", channel_mult=[1], attn_resolutions=[])
 
 
 def output_layer(net: nn.Module) -> nn.Module:
