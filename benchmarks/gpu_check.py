@@ -3,6 +3,8 @@ configs/paper.yaml, trained a few hundred steps in fp32 and bf16, then sampled a
 
     bash benchmarks/gpu_check.sh                       # one GPU, about 8 minutes on an H100-class card
     bash benchmarks/gpu_check.sh --steps 100           # shorter
+    bash benchmarks/gpu_check.sh --config reproduce    # configs/reproduce.yaml's CIFAR-10 rows (VDM's
+                                                       # ResNet, DDPM's U-Net, NDM) in bf16
     python benchmarks/gpu_check.py --device cpu --ci   # the CPU form the tests run (tiny U-Net, 2 steps)
 
 Per (variant, precision) it prints: training images/s (after warm-up steps: the real
@@ -41,11 +43,14 @@ BF16_PEAK_TFLOPS = [
     ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0),
 ]
 CI_NETWORK = {"channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}
+CI_NETWORK_VDM = {"channels": 16, "num_res_blocks": 1}  # kind vdm has one resolution and no attention list
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    p.add_argument("--config", choices=["paper", "reproduce"], default="paper",
+                   help="paper: every variant at configs/paper.yaml's CIFAR-10 U-Net; reproduce: the CIFAR-10 rows of configs/reproduce.yaml, each its paper's network")  # fmt: skip
     p.add_argument("--steps", type=int, default=200, help="timed training steps per (variant, precision)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before (start-up, cudnn autotune)")
     p.add_argument("--batch-size", type=int, default=128, help="the paper's CIFAR-10 batch")
@@ -60,29 +65,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "results/benchmarks/gpu_check.json")
     p.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)  # a DDP rank: variant,precision
     a = p.parse_args(argv)
+    if a.config == "reproduce" and "--precisions" not in (argv if argv is not None else sys.argv[1:]):
+        a.precisions = ["bf16"]  # reproduce.yaml trains in bf16
     if a.ci:
         a.steps, a.warmup, a.batch_size, a.sample_steps, a.n_samples, a.eval_examples = 2, 1, 2, 2, 4, 4
     return a
 
 
-def paper_config(ci: bool) -> dict:
-    """configs/paper.yaml with only cifar10 (its U-Net, schedules and variant overrides)."""
+def check_config(args: argparse.Namespace) -> dict:
+    """configs/paper.yaml with only cifar10, or configs/reproduce.yaml with only its CIFAR-10 rows
+    (their networks, schedules and variant overrides); --ci shrinks the networks."""
     import yaml
 
-    config = yaml.safe_load((ROOT / "configs/paper.yaml").read_text())
-    config["datasets"] = {"cifar10": config["datasets"]["cifar10"]}
-    if ci:
-        config["datasets"]["cifar10"]["model"]["network"].update(CI_NETWORK)
+    config = yaml.safe_load((ROOT / f"configs/{args.config}.yaml").read_text())
+    config["datasets"] = {d: s for d, s in config["datasets"].items() if (s.get("data") or {}).get("name", d) == "cifar10"}
+    if args.ci:
+        for section in config["datasets"].values():
+            net = section["model"]["network"]
+            net.update(CI_NETWORK_VDM if net.get("kind") == "vdm" else CI_NETWORK)
     return config
 
 
-def run_config(args: argparse.Namespace, variant: str, precision: str):
-    """The paper's cifar10 run of `variant`, with this check's steps, batch, device and precision."""
+def check_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(dataset, variant) pairs to time: every variant on paper.yaml's cifar10, or each CIFAR-10
+    row of reproduce.yaml with its own variant; --variants filters by variant."""
+    from ndm.names import VARIANTS
+    from ndm.pipeline.config import run_seeds
+
+    config = check_config(args)
+    wanted = args.variants or list(VARIANTS)
+    return [(d, v) for d in config["datasets"] for v in config["variants"] if v in wanted and run_seeds(config, d, v)]
+
+
+def run_config(args: argparse.Namespace, variant: str, precision: str, dataset: str = "cifar10"):
+    """The config's CIFAR-10 run of `variant`, with this check's steps, batch, device and precision."""
     import dataclasses
 
     from ndm.pipeline.config import resolve_run_config
 
-    run = resolve_run_config(paper_config(args.ci), "cifar10", variant, seed=0)
+    run = resolve_run_config(check_config(args), dataset, variant, seed=0)
     total = args.warmup + args.steps
     train = dataclasses.replace(
         run.train, steps=total, batch_size=args.batch_size, device=args.device, precision=precision,
@@ -115,7 +136,7 @@ def peak_tflops(args: argparse.Namespace) -> tuple[float, str]:
     return math.nan, f"unknown card {name!r}: pass --peak-tflops"
 
 
-def train_row(args: argparse.Namespace, variant: str, precision: str, work: Path) -> dict:
+def train_row(args: argparse.Namespace, variant: str, precision: str, work: Path, dataset: str = "cifar10") -> dict:
     """Train (warm-up, then timed steps), sample and evaluate one (variant, precision)."""
     import torch
 
@@ -124,10 +145,10 @@ def train_row(args: argparse.Namespace, variant: str, precision: str, work: Path
     from ndm.estimators.sampling import SamplerSettings, sample
     from ndm.pipeline.train import load_trained_model, train
 
-    run = run_config(args, variant, precision)
+    run = run_config(args, variant, precision, dataset)
     x_train = synthetic_images(max(4 * args.batch_size, 512), seed=0)
     data = (x_train, (3, 32, 32), 256, {"name": "synthetic-cifar10-shape"})
-    out = work / f"{variant}-{precision}"
+    out = work / f"{dataset}-{variant}-{precision}"
     train(run, out, progress=False, stop_after=args.warmup, data=data)  # untimed warm-up, checkpointed
     if args.device == "cuda":
         torch.cuda.synchronize()
@@ -138,8 +159,16 @@ def train_row(args: argparse.Namespace, variant: str, precision: str, work: Path
     model = model.to(device)
     flops = training_flops_per_step(model, x_train[: args.batch_size].to(device), args.batch_size, None, run.train.time_sampling)
     images_per_s = result.steps_per_s * args.batch_size
+    from ndm.pipeline.network_sizes import model_network_sizes
+
+    params_x_hat, params_f = model_network_sizes(model)
     row = {
+        "config": args.config,
+        "dataset": dataset,
         "variant": variant,
+        "network": run.model.network.kind,
+        "params_x_hat": params_x_hat,
+        "params_F": params_f,
         "precision": precision,
         "steps_timed": result.steps - result.resumed_from,
         "batch_size": args.batch_size,
@@ -206,32 +235,31 @@ def main(argv: list[str] | None = None) -> int:
 
     from _common import machine_info, write_report
 
-    from ndm.names import VARIANTS
-
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run it on a GPU node, or with --device cpu (slow, for testing)", file=sys.stderr)
         return 2
     load_before = os.getloadavg()
     peak, peak_source = peak_tflops(args)
-    variants = args.variants or list(VARIANTS)
+    pairs = check_rows(args)
     rows: list[dict] = []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         for precision in args.precisions:
-            for variant in variants:
-                row = train_row(args, variant, precision, Path(tmp))
+            for dataset, variant in pairs:
+                row = train_row(args, variant, precision, Path(tmp), dataset)
                 row["fraction_of_bf16_peak"] = row["train_tflops_per_s"] / peak if peak == peak else math.nan
                 rows.append(row)
-                print(f"{variant:>11} {precision}: {row['train_images_per_s']:9.1f} img/s train, {row['train_tflops_per_s']:7.2f} TFLOP/s "
+                print(f"{dataset}/{variant:>11} {precision}: {row['train_images_per_s']:9.1f} img/s train, {row['train_tflops_per_s']:7.2f} TFLOP/s "
                       f"({row['fraction_of_bf16_peak']:.1%} of bf16 peak), {row['samples_per_s']:8.1f} samples/s at {args.sample_steps} steps, "
                       f"NELBO {row['nelbo_bpd']:.3f} bpd", flush=True)  # fmt: skip
-        ddp = ddp_rows(args, Path(tmp))
+        ddp = ddp_rows(args, Path(tmp)) if args.config == "paper" else []
     for row in rows:  # cost in DDPM steps: DDPM's images/s over the variant's, same precision
         base = next((r for r in rows if r["variant"] == "ddpm" and r["precision"] == row["precision"]), None)
         row["ddpm_over_variant"] = base["train_images_per_s"] / row["train_images_per_s"] if base else math.nan
-    print("\nvariant      precision  img/s     x DDPM  TFLOP/s  of peak")
+    print("\ndataset        variant      params      precision  img/s     x DDPM  TFLOP/s  of peak  peak GiB")
     for r in rows:
-        print(f"{r['variant']:<12} {r['precision']:<9} {r['train_images_per_s']:8.1f}  {r['ddpm_over_variant']:6.2f}  {r['train_tflops_per_s']:7.2f}  {r['fraction_of_bf16_peak']:6.1%}")
+        print(f"{r['dataset']:<14} {r['variant']:<12} {(r['params_x_hat'] + r['params_F']) / 1e6:7.1f}M    {r['precision']:<9} {r['train_images_per_s']:8.1f}  "
+              f"{r['ddpm_over_variant']:6.2f}  {r['train_tflops_per_s']:7.2f}  {r['fraction_of_bf16_peak']:6.1%}  {r['peak_memory_gib']:7.2f}")  # fmt: skip
     for r in ddp:
         one = next((x for x in rows if x["variant"] == r["variant"] and x["precision"] == r["precision"]), None)
         if "error" in r:
@@ -240,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"DDP 2 processes {r['variant']} {r['precision']}: {r['train_images_per_s']:.1f} img/s ({r['train_images_per_s'] / one['train_images_per_s']:.2f}x one process)")
     report = {
         "benchmark": "gpu_check",
+        "config": args.config,
         "ci": args.ci,
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",

@@ -26,6 +26,7 @@ SCRIPTS = {
     "compress": ["benchmarks/bench_compress.py", "--ci"],
     "schedule": ["benchmarks/bench_schedule.py", "--ci"],
     "gpu_check": ["benchmarks/gpu_check.py", "--ci", "--device", "cpu", "--variants", "ddpm", "ndm"],
+    "gpu_check_reproduce": ["benchmarks/gpu_check.py", "--ci", "--device", "cpu", "--config", "reproduce"],
 }
 
 
@@ -157,3 +158,15 @@ def test_gpu_check_on_cpu(outputs):
     assert ndm["train_flops_per_step"] > 1.5 * ddpm["train_flops_per_step"]  # F's network and its dF/dt
     assert doc["ddp_rows"] == []  # no GPUs here
     assert "of bf16 peak" in outputs["gpu_check"][0].stdout
+
+
+def test_gpu_check_of_reproduce_rows_on_cpu(outputs):
+    """--config reproduce: configs/reproduce.yaml's CIFAR-10 rows (VDM's ResNet, DDPM's U-Net,
+    NDM's two U-Nets; shrunk under --ci), each its own variant, in bf16 only; the ndm/ddpm
+    ratio and each network's parameter count are in the rows."""
+    doc = _ok(outputs, "gpu_check_reproduce")
+    assert doc["config"] == "reproduce"
+    got = {(r["dataset"], r["variant"], r["network"], r["precision"]) for r in doc["rows"]}
+    assert got == {("vdm-cifar10", "vdm", "vdm", "bf16"), ("ddpm-cifar10", "ddpm", "unet", "bf16"), ("ndm-cifar10", "ndm", "unet", "bf16")}
+    ndm = next(r for r in doc["rows"] if r["variant"] == "ndm")
+    assert ndm["params_F"] == ndm["params_x_hat"] > 0 and ndm["ddpm_over_variant"] > 0 and math.isfinite(ndm["nelbo_bpd"])

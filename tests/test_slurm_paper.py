@@ -324,6 +324,81 @@ def _features(dataset: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# One row of configs/reproduce.yaml through SLURM at reduced size (issue 29)
+# ---------------------------------------------------------------------------------------------
+
+REPRODUCE = yaml.safe_load((REPO / "configs/reproduce.yaml").read_text())
+REPRODUCE_ROW = os.environ.get("NDM_REPRODUCE_ROW", "vdm-cifar10")
+
+
+def reproduce_row_config(row: str) -> dict:
+    """configs/reproduce.yaml with only `row` (the row's section unchanged: its network, recipe,
+    variant and published_networks), and the sizes of the paper test (train 2 steps, 2 examples,
+    2 samples at 2 steps) plus the machine keys: CPU, the CIFAR-10 files written here, no
+    Inception weights."""
+    config = json.loads(json.dumps(REPRODUCE))
+    config["datasets"] = {row: config["datasets"][row]}
+    return config
+
+
+def reproduce_sizes(row: str) -> dict:
+    one = {"threads": 1, "mem_mb": 6000, "runtime": 30, "gpu": 0}
+    return {
+        "seeds": [0],
+        "defaults": {
+            "train": {"steps": 2, "batch_size": 2, "log_every": 1, "device": "cpu"},
+            "eval": {"n_examples": 2, "nelbo_time_samples": 1, "nelbo_steps": [10], "nelbo_step_samples": 1, "sample_steps": [2],
+                     "n_samples": 2, "batch_size": 2, "sample_shards": 1, "paper_setting": {"steps": 2}, "fid": {"if_weights_missing": "skip"}},
+            "resources": {stage: dict(one) for stage in ("train", "evaluate", "sample", "small")},
+        },
+        "datasets": {row: {"train": {"steps": 2, "batch_size": 2}, "eval": {"n_samples": 2, "sample_shards": 1, "batch_size": 2},
+                           "resources": {"train": dict(one)}, "data": {"options": {"verify_checksums": False}}}},
+    }  # fmt: skip
+
+
+@pytest.mark.skipif(os.environ.get("NDM_PAPER_TEST", "") in ("", "0"),
+                    reason="a reproduce.yaml row (VDM's 30.6M ResNet on CPU) through SLURM takes minutes: set NDM_PAPER_TEST=1 to run it (issue #29)")
+def test_reproduce_row_through_slurm(slurm_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`snakemake all --profile profiles/slurm` on one row of configs/reproduce.yaml at reduced
+    size: every rule of the row runs as a SLURM job, the row's own network and variant train
+    (only that variant), and the report joins the row's published number by data name."""
+    from ndm.pipeline.config import resolve_run_config
+
+    row = REPRODUCE_ROW
+    work = workdir_copy(tmp_path / "w")
+    data_root = tmp_path / "data"
+    _write_cifar(data_root, per_batch=4, n_test=8)
+    config, sizes = reproduce_row_config(row), reproduce_sizes(row)
+    (work / "configs" / "reproduce_row.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (work / "ci_sizes.yaml").write_text(yaml.safe_dump(sizes, sort_keys=False))
+    from snakemake.utils import update_config
+
+    merged = json.loads(json.dumps(config))
+    update_config(merged, json.loads(json.dumps(sizes)))
+    variant = REPRODUCE["datasets"][row]["variants"][0]
+    assert resolve_run_config(merged, row, variant, 0).model == resolve_run_config(REPRODUCE, row, variant, 0).model  # the row's network, unshrunk
+
+    t0 = time.monotonic()
+    args = ["all", "--profile", "profiles/slurm", "--configfile", "configs/reproduce_row.yaml", "ci_sizes.yaml", "--config", f"data_root={data_root}"]
+    proc = snakemake([*args, *cluster_args(slurm_cluster.partition)], cwd=work, timeout=RUN_TIMEOUT_S)
+    out = proc.stdout + proc.stderr
+    results = work / REPRODUCE["results"]
+    logs = sorted((results / "logs").rglob("*.log"))
+    assert proc.returncode == 0, f"{out[-6000:]}\n{_logs_with(logs, r'Error|Traceback')}"
+    submitted = submissions(out)
+    print(f"reproduce row {row} through SLURM: {time.monotonic() - t0:.0f} s, {len(submitted)} SLURM jobs")
+    assert {"train", "evaluate_likelihood", "sample_grid", "report"} <= {rule for _, rule in submitted}
+    runs = sorted(p.relative_to(results).as_posix() for p in results.glob(f"{row}/*/seed0/train_summary.json"))
+    assert runs == [f"{row}/{variant}/seed0/train_summary.json"]  # only the row's own variant
+    summary = json.loads((results / row / variant / "seed0" / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["provenance"]["slurm_job_id"]
+    lik = json.loads((results / row / variant / "seed0" / "likelihood.json").read_text())
+    assert np.isfinite(lik["nelbo_continuous"]["bpd"])
+    likelihood = (work / REPRODUCE["reports"] / "tables" / "likelihood.csv").read_text()
+    assert row in likelihood and "published" in likelihood.splitlines()[0]
+
+
+# ---------------------------------------------------------------------------------------------
 # A 2-process SLURM training job stopped by a signal resumes from its checkpoint
 # ---------------------------------------------------------------------------------------------
 
