@@ -98,13 +98,16 @@ def test_plan_command_prints_the_table_and_writes_json(tmp_path, capsys):
     assert ndm_row["params_F"] > 0 and ddpm_row["params_F"] == 0 and ndm_row["params_x_hat"] == ddpm_row["params_x_hat"] > 0
 
 
-def test_plan_of_reproduce_yaml_prints_sizes_and_hours_at_its_precision(capsys):
+def test_plan_of_reproduce_yaml_prints_sizes_and_hours_at_its_precision(capsys, tmp_path):
     """The acceptance line: `ndm plan --config configs/reproduce.yaml` on a CPU machine without
     data prints, per published row, our and the published parameter counts and the GPU-hours;
-    the assumed rate follows train.precision (bf16 there)."""
-    from ndm.pipeline.plan import ASSUMED_TFLOPS, row_tflops
+    the assumed rate follows train.precision (bf16 there, a third of it in fp32)."""
+    import dataclasses
 
-    assert ndm_main(["plan", "--config", str(REPO / "configs/reproduce.yaml")]) == 0
+    from ndm.pipeline.plan import ASSUMED_TFLOPS, PlanRow, row_tflops
+
+    out = tmp_path / "plan.json"
+    assert ndm_main(["plan", "--config", str(REPO / "configs/reproduce.yaml"), "--json", str(out)]) == 0
     text = capsys.readouterr().out
     sizes, hours = text.split("# GPU-hours")
     assert "| vdm-cifar10 | vdm | 30,586,243 | 30,578,179 (vdm-cifar10, counted) | +0.03% |" in sizes
@@ -112,10 +115,12 @@ def test_plan_of_reproduce_yaml_prints_sizes_and_hours_at_its_precision(capsys):
     reproduce = yaml.safe_load((REPO / "configs/reproduce.yaml").read_text())
     for d, section in reproduce["datasets"].items():
         assert f"| {d} | {section['variants'][0]} | bf16 (297) | 1 |" in hours, d
-    rows = plan(reproduce)
-    assert all(r.precision == "bf16" and row_tflops(r, None) == ASSUMED_TFLOPS["bf16"] for r in rows)
-    fp32 = plan({**reproduce, "defaults": {**reproduce["defaults"], "train": {**reproduce["defaults"]["train"], "precision": "fp32"}}})
-    assert all(row_tflops(r, None) == ASSUMED_TFLOPS["fp32"] for r in fp32) and ASSUMED_TFLOPS["fp32"] == pytest.approx(ASSUMED_TFLOPS["bf16"] / 3)
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["dataset"] for r in rows] == list(reproduce["datasets"]) and all(r["tflops"] == ASSUMED_TFLOPS["bf16"] for r in rows)
+    assert all(r["params_x_hat"] > 0 and r["train_flops"] > 0 for r in rows)
+    row = PlanRow(**{k: rows[0][k] for k in ("dataset", "variant", "seeds", "train_flops", "sample_flops", "likelihood_flops", "longest_sample_job_flops", "precision")})
+    assert row_tflops(dataclasses.replace(row, precision="fp32"), None) == ASSUMED_TFLOPS["fp32"] == pytest.approx(ASSUMED_TFLOPS["bf16"] / 3)
+    assert row_tflops(row, 50.0) == 50.0
 
 
 def test_reproduce_slurm_dry_run_plans_every_row(tmp_path: Path):

@@ -17,7 +17,7 @@ from ndm.pipeline.data import load_split
 from ndm.pipeline.train import load_trained_model, train
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_STEPS = 200
+TRAIN_STEPS = 150
 
 
 def _default_run(variant: str, **train):
@@ -83,7 +83,7 @@ def test_bf16_nelbo_of_a_trained_model_is_within_one_percent_and_gamma_stays_fp3
 
 
 def test_bf16_training_stays_finite_with_the_network_in_bf16(tmp_path):
-    run = _default_run("ndm", steps=40, precision="bf16")
+    run = _default_run("ndm", steps=20, precision="bf16")
     result = train(run, tmp_path / "m", progress=False)
     model, loaded = load_trained_model(tmp_path / "m" / "model.pt")
     assert loaded.train.precision == "bf16"
