@@ -11,7 +11,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 # Every committed report (all compiled under the current rules).
-REPORTS = ["reports", "reports/study", "reports/f_learning", "reports/f_learning/control", "reports/f_learning/sweep"]
+REPORTS = ["reports", "reports/study", "reports/study/toy2d", "reports/f_learning", "reports/f_learning/control", "reports/f_learning/sweep"]
 JUDGED = ("ndm better", "ndm worse", "F lowers the NELBO", "F raises the NELBO")
 
 
