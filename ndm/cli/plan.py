@@ -15,7 +15,6 @@ import json
 from ndm.cli.registry import command
 
 
-
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="pipeline config YAML (e.g. configs/paper.yaml)")
     p.add_argument("--tflops", type=float, default=None,
@@ -53,7 +52,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for r in rows:
             row = {k: v for k, v in r.__dict__.items() if k != "size"}
             row.update(params_x_hat=r.size.x_hat, params_F=r.size.F, published={k: v.__dict__ for k, v in r.size.published.items()})
-            doc.append({**row, "total_flops": r.total_flops, "tflops": row_tflops(r, args.tflops), "gpu_hours_all_seeds": r.seeds * gpu_hours(r.total_flops, row_tflops(r, args.tflops))})
+            rate = row_tflops(r, args.tflops)
+            doc.append({**row, "total_flops": r.total_flops, "tflops": rate, "gpu_hours_all_seeds": r.seeds * gpu_hours(r.total_flops, rate)})
         with open(args.json, "w") as f:
             json.dump({"tflops": args.tflops, "adaptive_nfe": args.adaptive_nfe, "rows": doc}, f, indent=2)
     return 0

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 
 COMPLETE_UP_TO = 4000  # points; above, the within term uses the cyclic incomplete design
 PAIRS_PER_POINT = 1000  # k of the cyclic design
@@ -102,10 +102,7 @@ def within_distances(x: np.ndarray, pairs_per_point: int = PAIRS_PER_POINT) -> t
         raise ValueError(f"the within-sample distance needs >= 2 points, got {n}")
     if n <= COMPLETE_UP_TO or 2 * pairs_per_point >= n:
         d = pdist(x)
-        full = np.zeros((n, n))
-        full[np.triu_indices(n, 1)] = d
-        per_point = (full.sum(axis=0) + full.sum(axis=1)) / (n - 1)
-        return float(d.mean()), per_point
+        return float(d.mean()), squareform(d).sum(axis=1) / (n - 1)
     sums = np.zeros(n)
     for j in range(1, pairs_per_point + 1):
         d = np.hypot(*(x - np.roll(x, -j, axis=0)).T) if x.shape[1] == 2 else np.linalg.norm(x - np.roll(x, -j, axis=0), axis=1)

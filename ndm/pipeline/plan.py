@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ndm.names import sampler_spec
-from ndm.pipeline.network_sizes import event_shape
+from ndm.pipeline.network_sizes import event_shape, network_size
 
 ESTIMATOR_STD_EVALS = 12  # ndm.pipeline.evaluate.estimator_std: 3 schemes x 2 estimates x 2 times
 
@@ -103,8 +103,6 @@ def plan_row(config: dict, dataset: str, variant: str, adaptive_nfe: float, cost
     nelbo_terms = ev.nelbo_time_samples + len(ev.nelbo_steps) * ev.nelbo_step_samples + ESTIMATOR_STD_EVALS
     likelihood = ev.n_examples * nelbo_terms * costs.fwd + ev.ode.n_examples * ode_nfe * (1 + 2 * ev.ode.probes) * costs.fwd
     # The dataset's own seeds (datasets.<name>.seeds) when it has them: each is one more run.
-    from ndm.pipeline.network_sizes import network_size
-
     size = network_size(config, dataset, variant, model)
     return PlanRow(dataset, variant, len(run_seeds(config, dataset, variant)), train, sample, likelihood, per_job, run.train.precision, size)
 
